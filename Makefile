@@ -1,0 +1,20 @@
+# The two commands of the README: `make run` and `make test`.
+PY := .venv/bin/python
+SONG ?= resources/examples/example.wav
+
+.PHONY: run test test-all setup setup-test bench
+
+setup:
+	@scripts/setup.sh
+
+setup-test:
+	@scripts/setup.sh --test
+
+run: setup
+	$(PY) -m stemgui separate $(SONG) -o separated
+
+test: setup-test
+	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q
+
+test-all: setup-test
+	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -m ''
