@@ -1,1 +1,1 @@
-"""stemgui.models"""
+"""Generator and discriminator networks, model files (safetensors + JSON card) and the model registry."""

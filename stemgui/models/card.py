@@ -1,0 +1,141 @@
+"""Model files: weights as safetensors plus a JSON card that says what the weights are.
+
+A model `NAME` is two files side by side: `NAME.safetensors` (tensors only, safe to load from anyone) and
+`NAME.json` (architecture arguments, sources, sample rate, how it was trained, what it scored). Both are written
+to temporary files and renamed into place, the card last, so a reader never sees a card without its weights.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from stemgui.errors import ModelError
+
+CARD_FORMAT = "stemgui-model/1"
+
+
+def weights_path(path: str | os.PathLike) -> Path:
+    """`x`, `x.json` or `x.safetensors` -> `x.safetensors`."""
+    p = Path(path)
+    return p.with_suffix(".safetensors") if p.suffix in (".json", ".safetensors", "") else p
+
+
+def card_path(path: str | os.PathLike) -> Path:
+    return weights_path(path).with_suffix(".json")
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _atomic_write_bytes(dest: Path, write) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_model(model: nn.Module, path: str | os.PathLike, card: dict[str, Any] | None = None) -> Path:
+    """Write `model`'s weights and its card; returns the `.safetensors` path.
+
+    The card is completed from the model (`init_kwargs`, `sources`, `samplerate`, `audio_channels`), so callers
+    only add what the model cannot know (name, training, metrics).
+    """
+    from safetensors.torch import save_file
+
+    wpath = weights_path(path)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    _atomic_write_bytes(wpath, lambda tmp: save_file(state, str(tmp), metadata={"format": CARD_FORMAT}))
+    full: dict[str, Any] = {
+        "format": CARD_FORMAT,
+        "name": wpath.stem,
+        "architecture": getattr(model, "architecture", "hdemucs"),
+        "args": dict(getattr(model, "init_kwargs", {})),
+        "sources": list(getattr(model, "sources", [])),
+        "samplerate": int(getattr(model, "samplerate", 44100)),
+        "audio_channels": int(getattr(model, "audio_channels", 2)),
+        "training": {},
+        "metrics": {},
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    full.update(card or {})
+    full["format"] = CARD_FORMAT
+    full["sha256"] = sha256_file(wpath)
+    full["parameters"] = int(sum(p.numel() for p in model.parameters()))
+    text = json.dumps(full, indent=2, sort_keys=False)
+    _atomic_write_bytes(card_path(wpath), lambda tmp: tmp.write_text(text + "\n", encoding="utf-8"))
+    return wpath
+
+
+def read_card(path: str | os.PathLike) -> dict[str, Any]:
+    """The JSON card of a model, with a clear error when it is missing or malformed."""
+    cpath = card_path(path)
+    if not cpath.is_file():
+        raise ModelError(f"{cpath}: model card not found (a model is NAME.safetensors plus NAME.json)")
+    try:
+        card = json.loads(cpath.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{cpath}: model card is not valid JSON ({exc})") from None
+    if not isinstance(card, dict) or card.get("format") != CARD_FORMAT:
+        raise ModelError(f"{cpath}: not a StemGUI model card (format {card.get('format')!r})")
+    for key in ("architecture", "args", "sources", "samplerate"):
+        if key not in card:
+            raise ModelError(f"{cpath}: model card lacks the '{key}' field")
+    return card
+
+
+def build_model(card: dict[str, Any]) -> nn.Module:
+    """An untrained model with the architecture the card describes."""
+    arch = card["architecture"]
+    if arch != "hdemucs":
+        raise ModelError(f"model '{card.get('name')}': unsupported architecture '{arch}'")
+    from stemgui.models.hdemucs import HDemucs
+
+    args = dict(card["args"])
+    args["sources"] = list(card["sources"])
+    try:
+        return HDemucs(**args)
+    except TypeError as exc:
+        raise ModelError(f"model '{card.get('name')}': bad architecture arguments ({exc})") from None
+
+
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """Load weights + card into a model in eval mode; never unpickles anything."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    wpath = weights_path(path)
+    card = read_card(wpath)
+    if not wpath.is_file():
+        raise ModelError(f"{wpath}: model weights not found")
+    model = build_model(card)
+    try:
+        state = load_file(str(wpath), device="cpu")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ModelError(f"{wpath}: weights file is corrupt ({exc})") from None
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ModelError(
+            f"{wpath}: weights do not match the card's architecture "
+            f"({len(missing)} missing, {len(unexpected)} unexpected tensors, e.g. {(missing + unexpected)[:2]})"
+        )
+    model.to(device).eval()
+    return model, card
