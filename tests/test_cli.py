@@ -1,0 +1,201 @@
+"""`stemgui separate | info | models` end to end with a tiny random-weight model."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from stemgui.cli import main
+
+SR = 44100
+
+
+@pytest.fixture
+def song(tmp_path) -> Path:
+    rng = np.random.default_rng(5)
+    t = np.arange(int(SR * 2.5)) / SR
+    wav = 0.3 * np.sin(2 * np.pi * 220 * t)[:, None] * np.ones((1, 2)) + 0.05 * rng.standard_normal((len(t), 2))
+    path = tmp_path / "my song.wav"
+    sf.write(path, wav.astype(np.float32), SR, subtype="FLOAT")
+    return path
+
+
+def run_cli(*args: str) -> int:
+    return main([str(a) for a in args])
+
+
+def leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+def test_separate_writes_all_stems_and_sidecar(song, tmp_path, tiny_model_path):
+    out = tmp_path / "out"
+    assert run_cli("separate", song, "-o", out, "--model", tiny_model_path, "--device", "cpu") == 0
+    folder = out / "my song"
+    assert leftovers(out) == ["my song"]
+    assert leftovers(folder) == ["bass.wav", "drums.wav", "other.wav", "separation.json", "vocals.wav"]
+    mix, _ = sf.read(song, dtype="float32")
+    for name in ("drums", "bass", "other", "vocals"):
+        data, rate = sf.read(folder / f"{name}.wav", dtype="float32")
+        assert rate == SR and data.shape == mix.shape
+    sidecar = json.loads((folder / "separation.json").read_text())
+    assert sidecar["model"]["name"] == "tiny" and len(sidecar["model"]["sha256"]) == 64
+    assert sidecar["settings"]["overlap"] == 0.25 and sidecar["settings"]["seed"] == 0
+    assert len(sidecar["input"]["sha256"]) == 64 and sidecar["seconds"] > 0
+
+
+def test_separate_matches_engine_and_resamples_back(tmp_path, tiny_model_path):
+    """A 48 kHz song: stems come back at 48 kHz, equal to the engine's output resampled."""
+    from stemgui.audio import load_audio, resample
+    from stemgui.separate import SeparationSettings, Separator
+
+    rng = np.random.default_rng(2)
+    song = tmp_path / "s48.flac"
+    sf.write(song, (0.2 * rng.standard_normal((48000 * 2, 2))).astype(np.float32), 48000, subtype="PCM_24")
+    out = tmp_path / "out"
+    assert run_cli("separate", song, "-o", out, "--model", tiny_model_path, "--format", "wav",
+                   "--bit-depth", "32") == 0
+    vocals, rate = sf.read(out / "s48" / "vocals.wav", dtype="float32", always_2d=True)
+    assert rate == 48000 and len(vocals) == 48000 * 2
+    wav, _ = load_audio(song, samplerate=SR)
+    expected = Separator.from_path(tiny_model_path, SeparationSettings(device="cpu")).separate(wav)[3]
+    expected = resample(expected, SR, 48000)
+    n = min(len(vocals), expected.shape[1])
+    assert np.abs(vocals[:n].T - expected[:, :n]).max() < 1e-3
+
+
+def test_two_stems_sum_to_the_song(song, tmp_path, tiny_model_path):
+    out = tmp_path / "out"
+    assert run_cli("separate", song, "-o", out, "--model", tiny_model_path, "--two-stems", "vocals",
+                   "--bit-depth", "32") == 0
+    folder = out / "my song"
+    assert leftovers(folder) == ["no_vocals.wav", "separation.json", "vocals.wav"]
+    mix, _ = sf.read(song, dtype="float32")
+    v, _ = sf.read(folder / "vocals.wav", dtype="float32")
+    nv, _ = sf.read(folder / "no_vocals.wav", dtype="float32")
+    np.testing.assert_allclose(v + nv, mix, atol=1e-6)
+
+
+@pytest.mark.parametrize("fmt", ["flac", "mp3"])
+def test_stem_subset_and_formats(song, tmp_path, tiny_model_path, fmt):
+    out = tmp_path / "out"
+    assert run_cli("separate", song, "-o", out, "--model", tiny_model_path, "--stems", "vocals,drums",
+                   "--format", fmt) == 0
+    assert leftovers(out / "my song") == [f"drums.{fmt}", "separation.json", f"vocals.{fmt}"]
+    info = sf.info(out / "my song" / f"vocals.{fmt}")
+    assert info.samplerate == SR and abs(info.duration - 2.5) < 0.1
+
+
+def _bad_inputs(tmp_path: Path) -> dict[str, Path]:
+    empty = tmp_path / "empty.wav"
+    empty.write_bytes(b"")
+    good = tmp_path / "good.wav"
+    sf.write(good, np.zeros((SR, 2), np.float32) + 0.1, SR)
+    truncated = tmp_path / "truncated.flac"
+    sf.write(truncated, (0.1 * np.random.default_rng(0).standard_normal((SR * 2, 2))).astype(np.float32), SR)
+    truncated.write_bytes(truncated.read_bytes()[:3000])
+    text = tmp_path / "notes.mp3"
+    text.write_text("these are my lyrics, not audio\n" * 50)
+    zero = tmp_path / "zero.wav"
+    sf.write(zero, np.zeros((0, 2), np.float32), SR)
+    nan = tmp_path / "nan.wav"
+    data = np.zeros((SR, 2), np.float32)
+    data[100] = np.nan
+    sf.write(nan, data, SR, subtype="FLOAT")
+    folder = tmp_path / "a folder.wav"
+    folder.mkdir()
+    return {"empty": empty, "truncated": truncated, "text": text, "zero": zero, "nan": nan, "dir": folder,
+            "missing": tmp_path / "missing.wav"}
+
+
+@pytest.mark.parametrize("kind", ["empty", "truncated", "text", "zero", "nan", "dir", "missing"])
+def test_bad_inputs_give_one_line_and_no_output(kind, tmp_path, tiny_model_path, capsys):
+    bad = _bad_inputs(tmp_path)[kind]
+    out = tmp_path / "out"
+    assert run_cli("separate", bad, "-o", out, "--model", tiny_model_path) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    errors = [line for line in err if line.startswith("stemgui: error:")]
+    assert len(errors) == 1 and bad.name in errors[0], err
+    assert leftovers(out) == []
+
+
+def test_missing_model_is_a_clear_error(song, tmp_path, capsys):
+    assert run_cli("separate", song, "-o", tmp_path / "o", "--model", tmp_path / "nope.safetensors") == 1
+    assert "nope" in capsys.readouterr().err
+
+
+def test_interrupt_leaves_nothing_half_written(song, tmp_path, tiny_model_path, monkeypatch):
+    """Ctrl-C after some stems were already streamed: exit 130 and no folder, finished-looking or not."""
+    from stemgui import separate as engine
+
+    real = engine.Separator._finish
+    calls = {"n": 0}
+
+    def finish_then_interrupt(self, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(engine.Separator, "_finish", finish_then_interrupt)
+    out = tmp_path / "out"
+    assert run_cli("separate", song, "-o", out, "--model", tiny_model_path, "--segment", "0.5") == 130
+    assert calls["n"] == 2
+    assert leftovers(out) == []
+
+
+def test_sigint_in_a_real_process_exits_130(tmp_path, tiny_model_path):
+    rng = np.random.default_rng(0)
+    song = tmp_path / "long.wav"
+    sf.write(song, (0.1 * rng.standard_normal((SR * 60, 2))).astype(np.float32), SR)
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "stemgui", "separate", str(song), "-o", str(out),
+                             "--model", str(tiny_model_path), "--segment", "1", "--batch-size", "1"],
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and not (out.exists() and any(out.iterdir())):
+        time.sleep(0.05)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert leftovers(out) == []
+
+
+def test_reference_prints_sdr_per_stem(tmp_path, tiny_model_path, capsys):
+    rng = np.random.default_rng(3)
+    ref = tmp_path / "true"
+    ref.mkdir()
+    stems = (0.1 * rng.standard_normal((4, SR * 2, 2))).astype(np.float32)
+    for name, data in zip(("drums", "bass", "other", "vocals"), stems):
+        sf.write(ref / f"{name}.wav", data, SR, subtype="FLOAT")
+    sf.write(ref / "mixture.wav", stems.sum(0), SR, subtype="FLOAT")
+    assert run_cli("separate", ref / "mixture.wav", "-o", tmp_path / "o", "--model", tiny_model_path,
+                   "--reference", ref) == 0
+    out = capsys.readouterr().out
+    for name in ("drums", "bass", "other", "vocals", "mean"):
+        assert name in out
+    assert "SDR" in out
+
+
+def test_info_and_models(song, tmp_path, tiny_model_path, capsys, monkeypatch):
+    assert run_cli("info", song) == 0
+    line = capsys.readouterr().out
+    assert "44100 Hz" in line and "2 channels" in line and "0:02.500" in line
+    from stemgui.models.registry import register_user_model
+
+    register_user_model(tiny_model_path, "my-tiny")
+    assert run_cli("models") == 0
+    listing = capsys.readouterr().out
+    assert "my-tiny (user)" in listing
+    assert run_cli("models", "show", "my-tiny") == 0
+    assert json.loads(capsys.readouterr().out)["sources"] == ["drums", "bass", "other", "vocals"]
+    assert run_cli("info", tmp_path / "missing.wav") == 1
