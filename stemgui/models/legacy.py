@@ -1,0 +1,340 @@
+"""Import Hybrid Demucs weights published elsewhere and convert them to our safetensors + card format.
+
+Two sources exist in the wild:
+
+* Demucs project `.th` files: a torch pickle of `{"klass": demucs.hdemucs.HDemucs, "args", "kwargs", "state",
+  ...}` (weights often in float16). The class reference is why these files cannot be read with a plain
+  `torch.load`: that would import and trust arbitrary code named in the file. We read them with
+  `torch.load(weights_only=True)`, torch's restricted unpickler, and let through only tensors, plain
+  containers and the *names* of Demucs classes, mapped to inert placeholders. Anything else (a `__reduce__`
+  calling `os.system`, an unknown class) is refused.
+* Plain state dicts (`.pt`/`.pth`), including torchaudio's `HDemucs` which names the branches
+  `freq_encoder/freq_decoder/time_encoder/time_decoder` and keeps an unused `norm1` in the time encoder's last
+  layer. The architecture arguments are read off the tensor shapes (or given by the caller) and checked by
+  loading the weights strictly into our `HDemucs`.
+"""
+
+from __future__ import annotations
+
+import fractions
+import os
+import pickle
+import re
+import warnings
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from stemgui import SOURCES
+from stemgui.errors import ModelError
+
+__all__ = ["import_checkpoint", "import_to_card", "map_torchaudio_keys", "infer_hdemucs_args"]
+
+# Demucs classes a `.th` file may name, and what we call them in messages.
+_DEMUCS_CLASSES = {
+    "demucs.hdemucs.HDemucs": "Hybrid Demucs (v3)",
+    "demucs.htdemucs.HTDemucs": "Hybrid Transformer Demucs (v4, HTDemucs)",
+    "demucs.demucs.Demucs": "Demucs v2 (waveform only)",
+    "demucs.wdemucs.WDemucs": "Demucs v2 (waveform only)",
+    "demucs.tasnet.ConvTasNet": "Conv-TasNet",
+    "demucs.tasnet_v2.ConvTasNet": "Conv-TasNet",
+}
+
+
+class DemucsClassName:
+    """Inert stand-in for a Demucs class named in a checkpoint; never instantiated, only read."""
+
+    qualified_name = ""
+
+
+def _placeholders() -> list[tuple[type, str]]:
+    out = []
+    for name in _DEMUCS_CLASSES:
+        cls = type(name.rsplit(".", 1)[1] + "Name", (DemucsClassName,), {"qualified_name": name})
+        out.append((cls, name))
+    return out
+
+
+_PLACEHOLDERS = _placeholders()
+_TORCHAUDIO_PREFIXES = {
+    "freq_encoder.": "encoder.",
+    "freq_decoder.": "decoder.",
+    "time_encoder.": "tencoder.",
+    "time_decoder.": "tdecoder.",
+}
+
+
+def _safe_load(path: Path) -> Any:
+    """Unpickle a torch file allowing only tensors, plain containers and Demucs class *names*."""
+    allowed = [*_PLACEHOLDERS, fractions.Fraction]
+    try:
+        with torch.serialization.safe_globals(allowed), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. "pickle protocol 4": the failure, if any, says enough
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        if found:
+            raise ModelError(
+                f"{path}: refused to load: the file contains code or objects other than weights ({found.group(1)})"
+            ) from None
+        raise ModelError(f"{path}: not a readable PyTorch checkpoint (corrupt, or pickled content we do not load)") from None
+    except (RuntimeError, EOFError, ValueError, OSError, AttributeError, TypeError, KeyError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"{path}: not a readable PyTorch checkpoint ({first[:160]})") from None
+
+
+def map_torchaudio_keys(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename torchaudio `HDemucs` parameters to the published (and our) names.
+
+    torchaudio keeps a `norm1` in the time encoder's last layer, which only convolves (the merge point), so
+    every tensor of that layer other than its conv is dropped.
+    """
+    last_time = max(
+        (int(k.split(".")[1]) for k in state if k.startswith("time_encoder.") and k.split(".")[1].isdigit()),
+        default=-1,
+    )
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        new = key
+        for old_prefix, new_prefix in _TORCHAUDIO_PREFIXES.items():
+            if key.startswith(old_prefix):
+                new = new_prefix + key[len(old_prefix) :]
+                break
+        if key.startswith(f"time_encoder.{last_time}.") and not key.startswith(f"time_encoder.{last_time}.conv."):
+            continue
+        out[new] = value
+    return out
+
+
+def _layer_indices(state: Mapping[str, Any], prefix: str) -> list[int]:
+    return sorted({int(k.split(".")[1]) for k in state if k.startswith(prefix) and k.split(".")[1].isdigit()})
+
+
+def _as_number(x: float) -> float | int:
+    return int(x) if float(x).is_integer() else float(x)
+
+
+def infer_hdemucs_args(state: Mapping[str, torch.Tensor], path: str | os.PathLike = "state dict") -> dict[str, Any]:
+    """Architecture arguments of a published-naming HDemucs state dict, read from tensor shapes.
+
+    Arguments that leave no trace in the shapes (norm_groups, freq_emb weight, emb_scale, stride of the
+    frequency layers, hybrid_old) get the published defaults; callers can override them.
+    """
+    depth_idx = _layer_indices(state, "encoder.")
+    if not depth_idx or depth_idx != list(range(len(depth_idx))):
+        raise ModelError(f"{path}: not a Hybrid Demucs state dict (no encoder layers found)")
+    depth = len(depth_idx)
+
+    def enc(i: int, name: str) -> str | None:
+        for key in (f"encoder.{i}.{name}", f"encoder.{i}.layers.0.{name}"):
+            if key in state:
+                return key
+        return None
+
+    conv0 = state[enc(0, "conv.weight") or "encoder.0.conv.weight"]
+    if conv0.dim() != 4:
+        raise ModelError(f"{path}: not a Hybrid Demucs state dict (first layer is not a spectrogram conv)")
+    args: dict[str, Any] = {"depth": depth, "channels": int(conv0.shape[0]), "kernel_size": int(conv0.shape[2])}
+    hybrid = any(k.startswith("tencoder.") for k in state)
+    args["hybrid"] = hybrid
+    if hybrid:
+        tconv0 = state["tencoder.0.conv.weight"]
+        audio_channels = int(tconv0.shape[1])
+        args["cac"] = int(conv0.shape[1]) == 2 * audio_channels
+        if int(tconv0.shape[0]) != args["channels"]:
+            args["channels_time"] = int(tconv0.shape[0])
+    else:
+        audio_channels = int(conv0.shape[1]) // 2
+    args["audio_channels"] = audio_channels
+    if depth > 1:
+        key1 = enc(1, "conv.weight")
+        if key1 is not None:
+            args["growth"] = _as_number(round(int(state[key1].shape[0]) / args["channels"], 6))
+
+    freq_layers = [i for i in depth_idx if (k := enc(i, "conv.weight")) and state[k].dim() == 4]
+    stride = 4
+    if "freq_emb.embedding.weight" in state:
+        args["nfft"] = 2 * stride * int(state["freq_emb.embedding.weight"].shape[0])
+    elif freq_layers:
+        last_kernel = int(state[enc(freq_layers[-1], "conv.weight")].shape[2])
+        args["nfft"] = 2 * stride ** (len(freq_layers) - 1) * last_kernel
+    args["freq_emb"] = 0.2 if "freq_emb.embedding.weight" in state else 0.0
+    if len(freq_layers) < depth:
+        args["time_stride"] = int(state[enc(len(freq_layers), "conv.weight")].shape[-1]) // 2
+
+    args["rewrite"] = enc(0, "rewrite.weight") is not None
+    if args["rewrite"]:
+        args["context_enc"] = (int(state[enc(0, "rewrite.weight")].shape[-1]) - 1) // 2
+        dec_rewrite = [k for k in state if re.fullmatch(r"decoder\.\d+\.(layers\.0\.)?rewrite\.weight", k)]
+        if dec_rewrite:
+            args["context"] = (int(state[sorted(dec_rewrite)[0]].shape[-1]) - 1) // 2
+    normed = [i for i in depth_idx if enc(i, "norm1.weight")]
+    args["norm_starts"] = normed[0] if normed else max(depth, 4)
+
+    mode = (1 if any(".dconv." in k and k.startswith("encoder.") for k in state) else 0) | (
+        2 if any(".dconv." in k and k.startswith("decoder.") for k in state) else 0
+    )
+    args["dconv_mode"] = mode
+    if mode:
+        side = "encoder." if mode & 1 else "decoder."
+        first = next(k for k in state if k.startswith(side) and ".dconv.layers.0.0.weight" in k)
+        owner = first.split(".dconv.")[0]
+        args["dconv_depth"] = len({k.split(".dconv.layers.")[1].split(".")[0] for k in state
+                                   if k.startswith(owner + ".dconv.layers.")})
+        hidden, width = int(state[first].shape[0]), int(state[first].shape[1])
+        args["dconv_comp"] = _as_number(round(width / hidden, 6))
+
+        def first_with(marker: str) -> int:
+            hits = [int(k.split(".")[1]) for k in state if k.startswith(side) and marker in k]
+            if side == "decoder.":  # decoder layers are stored deepest first
+                hits = [depth - 1 - h for h in hits]
+            return min(hits) if hits else max(depth, 4)
+
+        args["dconv_lstm"] = first_with(".lstm.weight_ih_l0")
+        args["dconv_attn"] = first_with(".content.weight")
+
+    multi = [i for i in depth_idx if f"encoder.{i}.layers.0.conv.weight" in state]
+    if multi:
+        args["multi_freqs_depth"] = len(multi)
+        args["multi_freqs"] = None  # band ratios leave no trace in the shapes: the caller must give them
+    return args
+
+
+def _check_architecture(klass: Any, path: Path) -> None:
+    if not (isinstance(klass, type) and issubclass(klass, DemucsClassName)):
+        raise ModelError(f"{path}: not a Demucs checkpoint (its model class is {klass!r})")
+    if klass.qualified_name != "demucs.hdemucs.HDemucs":
+        kind = _DEMUCS_CLASSES.get(klass.qualified_name, klass.qualified_name)
+        raise ModelError(f"{path}: is a {kind} checkpoint; only Hybrid Demucs (v3, HDemucs) can be imported")
+
+
+def _float_state(state: Mapping[str, Any], path: Path) -> dict[str, torch.Tensor]:
+    if state.get("__quantized"):
+        raise ModelError(f"{path}: is a quantized (DiffQ) checkpoint; import the non-quantized release instead")
+    if not state or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        raise ModelError(f"{path}: the weights are not a mapping of names to tensors")
+    return {k: (v.float() if v.is_floating_point() else v).contiguous() for k, v in state.items()}
+
+
+def _verify(state: dict[str, torch.Tensor], kwargs: dict[str, Any], sources: list[str], path: Path) -> None:
+    """Build our HDemucs with `kwargs` and load `state` strictly: the definitive architecture check."""
+    from stemgui.models.hdemucs import HDemucs
+
+    if kwargs.get("multi_freqs", 0) is None and kwargs.get("multi_freqs_depth"):
+        raise ModelError(f"{path}: uses frequency band splitting; give its 'multi_freqs' ratios to import it")
+    try:
+        model = HDemucs(sources, **kwargs)
+    except (TypeError, ValueError, AssertionError, NotImplementedError) as exc:
+        raise ModelError(f"{path}: unsupported architecture arguments ({exc})") from None
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        detail = " ".join(str(exc).split())[:240]
+        raise ModelError(f"{path}: weights do not match a Hybrid Demucs architecture ({detail})") from None
+
+
+def import_checkpoint(
+    path: str | os.PathLike,
+    sources: list[str] | None = None,
+    kwargs: Mapping[str, Any] | None = None,
+    samplerate: int | None = None,
+) -> tuple[dict[str, torch.Tensor], dict[str, Any], list[str], int]:
+    """Read a Demucs `.th` or a plain HDemucs state dict; return (state_dict, kwargs, sources, samplerate).
+
+    `state_dict` uses our (= the published) parameter names in float32; `kwargs` are HDemucs constructor
+    arguments without `sources`. `sources`, `kwargs` and `samplerate` override what the file says or what
+    the shapes suggest (a plain state dict does not name its sources: four outputs are taken to be
+    drums, bass, other, vocals, the order of every published four-stem model). Raises ModelError.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ModelError(f"{path}: file not found")
+    if not path.is_file():
+        raise ModelError(f"{path}: not a file")
+    package = _safe_load(path)
+    if not isinstance(package, Mapping):
+        raise ModelError(f"{path}: not a model checkpoint (it holds a {type(package).__name__})")
+
+    if "klass" in package:  # a Demucs project package
+        _check_architecture(package["klass"], path)
+        if "state" not in package:
+            raise ModelError(f"{path}: Demucs checkpoint without weights ('state' is missing)")
+        state = _float_state(package["state"], path)
+        args = list(package.get("args") or ())
+        file_kwargs = dict(package.get("kwargs") or {})
+        if args:
+            file_kwargs.setdefault("sources", args[0])
+        file_sources = [str(s) for s in file_kwargs.pop("sources", None) or []]
+        if not file_sources:
+            raise ModelError(f"{path}: Demucs checkpoint does not name its sources")
+        from inspect import signature
+
+        from stemgui.models.hdemucs import HDemucs
+
+        known = set(signature(HDemucs).parameters)
+        arch = {k: v for k, v in file_kwargs.items() if k in known}  # like Demucs, drop retired options
+        for key, value in list(arch.items()):
+            if isinstance(value, fractions.Fraction):
+                arch[key] = float(value)
+            elif isinstance(value, tuple):
+                arch[key] = list(value)
+        sources = list(sources or file_sources)
+    else:  # a plain state dict, ours or torchaudio's
+        state_src = package.get("state_dict", package) if isinstance(package.get("state_dict"), Mapping) else package
+        state = _float_state(state_src, path)
+        if any(k.startswith("freq_encoder.") for k in state):
+            state = map_torchaudio_keys(state)
+        if any("crosstransformer" in k for k in state):
+            raise ModelError(f"{path}: is a Hybrid Transformer Demucs (v4) state dict; only HDemucs (v3) is supported")
+        if "encoder.0.conv.weight" not in state and "encoder.0.layers.0.conv.weight" not in state:
+            raise ModelError(f"{path}: not a Hybrid Demucs state dict (no 'encoder.0.conv' weights)")
+        arch = infer_hdemucs_args(state, path)
+        last = state.get(f"decoder.{arch['depth'] - 1}.conv_tr.weight")
+        if last is None:
+            last = state.get(f"decoder.{arch['depth'] - 1}.layers.0.conv_tr.weight")
+        if last is None:
+            raise ModelError(f"{path}: not a Hybrid Demucs state dict (no output layer)")
+        per_source = arch["audio_channels"] * (2 if arch.get("cac", True) else 1)
+        n_sources = int(last.shape[1]) // per_source
+        if sources is None:
+            if n_sources != len(SOURCES):
+                raise ModelError(f"{path}: the model has {n_sources} outputs; give their source names to import it")
+            sources = list(SOURCES)
+    arch.update(dict(kwargs or {}))
+    arch.pop("sources", None)
+    if samplerate is not None:
+        arch["samplerate"] = int(samplerate)
+    sources = [str(s) for s in sources]
+    _verify(state, arch, sources, path)
+    return state, arch, sources, int(arch.get("samplerate", 44100))
+
+
+def import_to_card(
+    src: str | os.PathLike,
+    dest_dir: str | os.PathLike,
+    name: str,
+    *,
+    sources: list[str] | None = None,
+    kwargs: Mapping[str, Any] | None = None,
+    samplerate: int | None = None,
+) -> Path:
+    """Import a checkpoint and write `dest_dir/name.safetensors` + `name.json`; returns the safetensors path."""
+    from stemgui.models.card import save_model, sha256_file
+    from stemgui.models.hdemucs import HDemucs
+
+    if not name or name in (".", "..") or any(c in name for c in '/\\:'):
+        raise ModelError(f"{name!r}: invalid model name (use letters, digits, '-', '_' or '.')")
+    src = Path(src)
+    state, arch, srcs, rate = import_checkpoint(src, sources=sources, kwargs=kwargs, samplerate=samplerate)
+    model = HDemucs(srcs, **arch)
+    model.load_state_dict(state, strict=True)
+    card = {
+        "name": name,
+        "training": {
+            "imported_from": src.name,
+            "imported_sha256": sha256_file(src),
+            "note": "weights imported unchanged from a published Hybrid Demucs checkpoint",
+        },
+    }
+    return save_model(model.eval(), Path(dest_dir) / name, card)
