@@ -1,0 +1,550 @@
+"""Offline multitrack generator: generated arrangements rendered with FluidSynth plus real MIR-1K singing.
+
+Why: no multitrack dataset is reachable here, yet a separator must hear drums, bass, accompaniment and a real
+voice on separate tracks. Each song is drawn from a seeded Generator (stemgui.data.arrange), its MIDI stems
+are rendered dry by the `fluidsynth` CLI in one call (stems placed one after the other in time, so the
+SoundFont loads once), then each stem gets its own stereo width, reverb and level in numpy. Lead vocals are
+MIR-1K voice tracks (right channel), resampled to 44.1 kHz and placed as phrases on bar lines; GM choir
+voices add backing vocals. Stems are quantized to a grid on which every partial sum is exact, so
+mixture == drums + bass + other + vocals bit for bit, in any summation order (checked after writing).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import zlib
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from stemgui import SOURCES
+from stemgui.data.arrange import Arrangement, make_arrangement
+from stemgui.data.midi import MidiSong, write_smf
+from stemgui.errors import DatasetError
+
+SAMPLERATE = 44100
+GENERATOR_VERSION = 2
+STEM_ORDER = ("drums", "bass", "other", "backing")  # the MIDI-rendered parts, in render order
+TAIL = 1.0  # seconds of silence between rendered parts, so release tails never reach the next part
+DEFAULT_SOUNDFONTS = ("/usr/share/sounds/sf2/FluidR3_GM.sf2", "/usr/share/sounds/sf2/default-GM.sf2")
+MIR1K_DEFAULT = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "mir-1k-subset"
+FORMATS = ("float", "pcm16")
+# Grid (in full-scale units) the stems are rounded to: with |x| < 8 every value and every partial sum of four
+# stems fits in float32's 24-bit mantissa (float), or in int16 without overflow after peak limiting (pcm16).
+GRID_BITS = {"float": 20, "pcm16": 15}
+
+
+@dataclass(frozen=True)
+class SynthSettings:
+    """What every song of a dataset shares; one song differs only by its index."""
+
+    seconds: float = 30.0
+    seed: int = 0
+    subset: str = "train"
+    fmt: str = "float"  # "float" (32-bit float WAV) or "pcm16" (16-bit, still exact sums)
+    ext: str = "wav"  # "wav" or "flac" (flac needs fmt="pcm16")
+    soundfont: str = ""  # empty: find_soundfont()
+    vocals_dir: str = ""  # empty: default_vocals_dir()
+
+
+def default_vocals_dir() -> Path:
+    """MIR-1K location: $STEMGUI_MIR1K, else the shared folder next to the repository."""
+    return Path(os.environ.get("STEMGUI_MIR1K") or MIR1K_DEFAULT)
+
+
+# ---------------------------------------------------------------------------------------------- resources
+
+
+def find_fluidsynth() -> str:
+    """Path of the fluidsynth executable, or a DatasetError saying how to get it."""
+    exe = shutil.which("fluidsynth")
+    if exe is None:
+        raise DatasetError("fluidsynth: program not found; install it (apt-get install fluidsynth) to synthesize data.")
+    return exe
+
+
+def find_soundfont(path: str | os.PathLike | None = None) -> Path:
+    """The General MIDI SoundFont to render with: `path`, $STEMGUI_SOUNDFONT, or Debian's fluid-soundfont-gm."""
+    candidates = [path] if path else [os.environ.get("STEMGUI_SOUNDFONT")] if os.environ.get("STEMGUI_SOUNDFONT") \
+        else list(DEFAULT_SOUNDFONTS)
+    for c in candidates:
+        if c and Path(c).is_file():
+            return Path(c)
+    raise DatasetError(f"{candidates[0]}: SoundFont not found; install fluid-soundfont-gm or pass --soundfont FILE.")
+
+
+def singer_of(path: Path) -> str:
+    """MIR-1K names clips `<singer>_<song>_<clip>`."""
+    return path.stem.split("_")[0]
+
+
+def is_test_singer(singer: str) -> bool:
+    """Stable train/test split by singer name (about 1 singer in 6 is held out; 'bobon', 'jmzen' in the subset)."""
+    return zlib.crc32(singer.lower().encode()) % 6 == 0
+
+
+def vocal_clips(vocals_dir: str | os.PathLike, subset: str) -> list[Path]:
+    """MIR-1K clips of the singers of `subset` ("test" singers are never used for "train"), sorted by name."""
+    root = Path(vocals_dir) if vocals_dir else default_vocals_dir()
+    folder = root / "Wavfile" if (root / "Wavfile").is_dir() else root
+    if not folder.is_dir():
+        raise DatasetError(f"{root}: MIR-1K folder not found (expected Wavfile/*.wav or *.flac); pass --vocals DIR.")
+    clips = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".wav", ".flac") and "_" in p.stem)
+    if not clips:
+        raise DatasetError(f"{folder}: no MIR-1K clips (<singer>_<song>_<clip>.wav/.flac) in this folder.")
+    want_test = subset == "test"
+    chosen = [p for p in clips if is_test_singer(singer_of(p)) == want_test]
+    if not chosen:
+        raise DatasetError(f"{folder}: no clips of {subset} singers in this folder.")
+    return chosen
+
+
+def load_voice(path: Path) -> np.ndarray:
+    """MIR-1K voice (right channel) at 44.1 kHz, mono float32, trimmed to the sung part."""
+    import soundfile as sf
+    import soxr
+
+    try:
+        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    except Exception as exc:  # soundfile raises several types for broken files
+        raise DatasetError(f"{path}: cannot read this MIR-1K clip ({exc}).") from exc
+    voice = data[:, 1] if data.shape[1] > 1 else data[:, 0]
+    voice = soxr.resample(voice, sr, SAMPLERATE, quality="HQ").astype(np.float32)
+    hop = SAMPLERATE // 50
+    frames = len(voice) // hop
+    if frames == 0:
+        return voice
+    power = (voice[: frames * hop].reshape(frames, hop) ** 2).mean(axis=1)
+    active = np.flatnonzero(power > power.max() * 1e-4)
+    if len(active) == 0:
+        return voice[:0]
+    start = max(0, (active[0] - 1) * hop)
+    end = min(len(voice), (active[-1] + 2) * hop)
+    return voice[start:end]
+
+
+# ---------------------------------------------------------------------------------------------- rendering
+
+
+def _render_parts(arr: Arrangement, n_samples: int, soundfont: Path, workdir: Path) -> dict[str, np.ndarray]:
+    """Render the MIDI parts dry with one fluidsynth call; returns name -> (2, n_samples) float32."""
+    import soundfile as sf
+
+    seconds = n_samples / SAMPLERATE
+    span = seconds + TAIL
+    combined = MidiSong()
+    for k, name in enumerate(STEM_ORDER):
+        part = arr.stems[name]
+        clipped = MidiSong(programs=dict(part.programs), controls=[c for c in part.controls if c[0] < seconds])
+        for n in part.notes:
+            if n.start < seconds:
+                clipped.notes.append(type(n)(n.start, min(n.duration, seconds + 0.2 - n.start), n.pitch,
+                                             n.velocity, n.channel))
+        for ch in clipped.programs:
+            clipped.controls.append((seconds + 0.5, ch, 120, 0))  # all sound off: nothing rings into the next part
+        combined.add(clipped, offset=k * span)
+    combined.controls.append((len(STEM_ORDER) * span, 15, 7, 100))  # keeps the player running to the end
+    mid, wav = workdir / "parts.mid", workdir / "parts.wav"
+    write_smf(combined, mid)
+    cmd = [find_fluidsynth(), "-ni", "-q", "-R", "0", "-C", "0", "-g", "0.5", "-r", str(SAMPLERATE),
+           "-O", "float", "-z", "512", "-F", str(wav), str(soundfont), str(mid)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0 or not wav.is_file():
+        msg = (proc.stderr or proc.stdout).strip().splitlines()
+        raise DatasetError(f"{soundfont}: fluidsynth failed to render ({msg[-1] if msg else 'no output'}).")
+    audio, sr = sf.read(str(wav), dtype="float32", always_2d=True)
+    assert sr == SAMPLERATE
+    parts = {}
+    for k, name in enumerate(STEM_ORDER):
+        start = int(round(k * span * SAMPLERATE))
+        seg = audio[start:start + n_samples].T
+        if seg.shape[1] < n_samples:
+            seg = np.pad(seg, ((0, 0), (0, n_samples - seg.shape[1])))
+        parts[name] = np.ascontiguousarray(seg)
+    return parts
+
+
+def _reverb_ir(rng: np.random.Generator, rt60: float, predelay: float, damping: float) -> np.ndarray:
+    """Stereo exponentially decaying, low-passed noise: a cheap room that we control per stem.
+
+    The IR stops at -45 dB (0.75 * RT60, at most 2 s): the rest is inaudible under the dry signal.
+    """
+    from scipy.signal import lfilter
+
+    n = int(min(2.0, rt60 * 0.75) * SAMPLERATE)
+    t = np.arange(n) / SAMPLERATE
+    noise = rng.standard_normal((2, n))
+    noise = lfilter([1 - damping], [1, -damping], noise, axis=1)
+    ir = noise * np.exp(-6.91 * t / rt60)
+    ir = np.concatenate([np.zeros((2, int(predelay * SAMPLERATE))), ir], axis=1)
+    return (ir / np.sqrt((ir ** 2).sum(axis=1, keepdims=True) + 1e-12)).astype(np.float32)
+
+
+def _space(x: np.ndarray, rng: np.random.Generator, width: float, wet: float, rt60: float) -> np.ndarray:
+    """Stereo width (mid/side) then a stereo reverb with `wet` gain; float32 FFT convolution (fast, exact enough)."""
+    import scipy.fft
+
+    x = x.astype(np.float32, copy=False)
+    mid, side = (x[0] + x[1]) * 0.5, (x[0] - x[1]) * (0.5 * width)
+    y = np.stack([mid + side, mid - side])
+    if wet > 0 and np.any(y):
+        ir = _reverb_ir(rng, rt60, float(rng.uniform(0.0, 0.04)), float(rng.uniform(0.2, 0.75)))
+        n = scipy.fft.next_fast_len(y.shape[1] + ir.shape[1], real=True)
+        spec = scipy.fft.rfft(y, n=n, axis=1) * scipy.fft.rfft(ir, n=n, axis=1)
+        y += wet * scipy.fft.irfft(spec, n=n, axis=1)[:, : y.shape[1]]
+    return y
+
+
+def _active_rms(x: np.ndarray) -> float:
+    """RMS over the parts of a stem that actually sound (silent sections don't dilute the level)."""
+    hop = SAMPLERATE // 10
+    frames = x.shape[-1] // hop
+    if frames == 0:
+        return float(np.sqrt(np.mean(x ** 2))) if x.size else 0.0
+    power = (x[:, : frames * hop].reshape(x.shape[0], frames, hop) ** 2).mean(axis=(0, 2))
+    if power.max() <= 0:
+        return 0.0
+    loud = power[power > power.max() * 1e-3]
+    return float(np.sqrt(loud.mean()))
+
+
+def _sing_section(rng: np.random.Generator, out: np.ndarray, arr: Arrangement, sec, clips: list[Path],
+                  min_room: float) -> list[dict]:
+    """Sing MIR-1K phrases from bar line to bar line through one section (adds into `out`)."""
+    used: list[dict] = []
+    bar, beat, n_samples = arr.bar_seconds, arr.step * 4, len(out)
+    fade = int(0.08 * SAMPLERATE)
+    t = sec.start_bar * bar + float(_pick(rng, (0.0, 0.0, 0.0, beat / 2, beat)))
+    end = min((sec.start_bar + sec.bars) * bar, n_samples / SAMPLERATE)
+    while t < end - min_room:
+        clip = clips[int(rng.integers(len(clips)))]
+        voice = load_voice(clip)
+        if len(voice) < SAMPLERATE // 2:
+            t += bar
+            continue
+        start = int(round(t * SAMPLERATE))
+        piece = voice[: int((end - t) * SAMPLERATE)].astype(np.float64)
+        if len(piece) < len(voice):
+            piece[-fade:] *= np.linspace(1.0, 0.0, min(fade, len(piece)))
+        piece[:64] *= np.linspace(0.0, 1.0, min(64, len(piece)))
+        piece *= 10 ** (rng.normal(0.0, 1.5) / 20) / (np.sqrt(np.mean(piece ** 2)) + 1e-9)
+        stop = min(n_samples, start + len(piece))
+        out[start:stop] += piece[: stop - start]
+        used.append({"clip": clip.name, "start": round(t, 3), "seconds": round((stop - start) / SAMPLERATE, 3)})
+        next_bar = np.ceil((t + len(piece) / SAMPLERATE) / bar - 1e-6) * bar
+        t = next_bar + (bar if rng.random() < 0.35 else 0.0)
+    return used
+
+
+def _lead_vocals(rng: np.random.Generator, arr: Arrangement, clips: list[Path], n_samples: int) -> tuple[np.ndarray, list[dict]]:
+    """Lead phrases in every section marked `lead`; returns mono (n_samples,) and the phrases used."""
+    out = np.zeros(n_samples, dtype=np.float64)
+    used: list[dict] = []
+    for sec in arr.sections:
+        if sec.lead:
+            used += _sing_section(rng, out, arr, sec, clips, min(arr.bar_seconds, 1.5))
+    if not used:  # the lead sections were too short for a phrase: every song has some singing
+        song_end = n_samples / SAMPLERATE
+        audible = [s for s in arr.sections if s.start_bar * arr.bar_seconds < song_end - 0.5] or arr.sections
+        used += _sing_section(rng, out, arr, max(audible, key=lambda s: s.bars), clips, 0.5)
+    return out, used
+
+
+def _pick(rng: np.random.Generator, items):
+    return items[int(rng.integers(len(items)))]
+
+
+def _pan(mono: np.ndarray, pan: float) -> np.ndarray:
+    """Constant-power pan, pan in [-1 (left), 1 (right)]."""
+    theta = (pan + 1) * np.pi / 4
+    return np.stack([mono * np.cos(theta), mono * np.sin(theta)])
+
+
+def _add_air(voice: np.ndarray, level_db: float) -> np.ndarray:
+    """MIR-1K is sampled at 16 kHz, so nothing above 8 kHz: add an exciter's harmonics of the 3-8 kHz band.
+
+    Without this, "no content above 8 kHz" would be a shortcut for "vocals" that real songs do not share.
+    """
+    from scipy.signal import butter, sosfilt
+
+    level = _active_rms(voice[None])
+    if level <= 0:
+        return voice
+    band = sosfilt(butter(2, 3000.0, "highpass", fs=SAMPLERATE, output="sos"), voice)
+    band_rms = _active_rms(band[None]) + 1e-12
+    air = sosfilt(butter(4, 8000.0, "highpass", fs=SAMPLERATE, output="sos"), np.tanh(2.5 * band / band_rms))
+    air = sosfilt(butter(1, 12000.0, "lowpass", fs=SAMPLERATE, output="sos"), air)  # natural high-end tilt
+    air *= level * 10 ** (level_db / 20) / (_active_rms(air[None]) + 1e-12)
+    return voice + air
+
+
+def _vocals(rng, arr, clips, n_samples, backing: np.ndarray) -> tuple[np.ndarray, list[dict]]:
+    """Lead (real singing, panned, sometimes doubled or echoed) plus the GM backing choir."""
+    from scipy.signal import butter, sosfilt
+
+    lead, used = _lead_vocals(rng, arr, clips, n_samples)
+    lead = sosfilt(butter(2, float(rng.uniform(60, 120)), "highpass", fs=SAMPLERATE, output="sos"), lead)
+    lead = _add_air(lead, float(rng.uniform(-32.0, -22.0)))
+    stereo = _pan(lead, float(rng.uniform(-0.2, 0.2)))
+    if rng.random() < 0.25:  # double-tracked feel: a short delayed copy on the other side
+        d = int(rng.uniform(0.012, 0.03) * SAMPLERATE)
+        stereo[1, d:] += 0.4 * lead[:-d]
+    if rng.random() < 0.3:  # tempo-synced echo
+        d = int(arr.step * float(_pick(rng, (2, 3, 4))) * SAMPLERATE)
+        g = float(rng.uniform(0.15, 0.35))
+        echo = np.zeros_like(stereo)
+        echo[:, d:] += g * stereo[:, :-d]
+        echo[:, 2 * d:] += g * g * stereo[:, : -2 * d]
+        stereo = stereo + echo[::-1] if rng.random() < 0.5 else stereo + echo
+    if np.any(backing):  # the choir sits wider and lower than the lead, in the same room
+        mid, side = (backing[0] + backing[1]) / 2, (backing[0] - backing[1]) / 2 * float(rng.uniform(0.8, 1.6))
+        back = np.stack([mid + side, mid - side])
+        back *= _active_rms(stereo) * 10 ** (rng.uniform(-14, -6) / 20) / (_active_rms(back) + 1e-9)
+        stereo = stereo + back
+    stereo = _space(stereo, rng, 1.0, float(rng.uniform(0.08, 0.4)), float(rng.uniform(0.6, 2.2)))
+    return stereo, used
+
+
+# Relative stem levels (dB) before the random per-song offset.
+STEM_LEVEL_DB = {"drums": 0.0, "bass": -2.0, "other": -2.0, "vocals": 0.5}
+
+
+def render_song(index: int, settings: SynthSettings, clips: list[Path] | None = None) -> tuple[np.ndarray, dict]:
+    """Song `index` of a dataset: stems (4, 2, T) float32 in SOURCES order, exact on the output grid, and metadata."""
+    rng = np.random.default_rng([settings.seed, index])
+    n_samples = int(round(settings.seconds * SAMPLERATE))
+    if clips is None:
+        clips = vocal_clips(settings.vocals_dir, settings.subset)
+    arr = make_arrangement(rng, settings.seconds)
+    soundfont = find_soundfont(settings.soundfont or None)
+    with tempfile.TemporaryDirectory(prefix="stemgui-synth-") as tmp:
+        parts = _render_parts(arr, n_samples, soundfont, Path(tmp))
+    stems: dict[str, np.ndarray] = {}
+    mix_info: dict[str, dict] = {}
+    for name in ("drums", "bass", "other"):
+        width = float(rng.uniform(0.9, 1.3) if name == "drums" else rng.uniform(0.2, 0.8) if name == "bass"
+                      else rng.uniform(0.6, 1.6))
+        wet = float(rng.uniform(0.0, 0.12) if name == "bass" else rng.uniform(0.03, 0.35))
+        rt60 = float(rng.uniform(0.3, 2.5))
+        stems[name] = _space(parts[name], rng, width, wet, rt60)
+        mix_info[name] = {"width": round(width, 3), "reverb_wet": round(wet, 3), "rt60": round(rt60, 3)}
+    stems["vocals"], phrases = _vocals(rng, arr, clips, n_samples, parts["backing"])
+    for name in SOURCES:
+        level = _active_rms(stems[name])
+        if level > 0:
+            gain_db = STEM_LEVEL_DB[name] + float(rng.uniform(-4.0, 4.0))
+            stems[name] *= 10 ** (gain_db / 20) / level
+            mix_info.setdefault(name, {})["gain_db"] = round(gain_db, 2)
+    # master level and peak limit in float64, in place (large fresh arrays are slow to fault in)
+    stack = np.empty((len(SOURCES), 2, n_samples), dtype=np.float64)
+    for k, name in enumerate(SOURCES):
+        stack[k] = stems.pop(name)
+    target = 10 ** (float(rng.uniform(-18.0, -12.0)) / 20)
+    stack *= target / (_active_rms(stack.sum(axis=0)) + 1e-12)
+    mix = stack.sum(axis=0)
+    peak = max(mix.max(), -mix.min(), stack.max(), -stack.min())
+    del mix
+    if peak > 0.97:
+        stack *= 0.97 / peak
+    q = 2.0 ** GRID_BITS[settings.fmt]
+    np.multiply(stack, q, out=stack)
+    np.round(stack, out=stack)
+    stack /= q
+    stack = stack.astype(np.float32)
+    meta = {
+        "generator": "stemgui.data.synth", "version": GENERATOR_VERSION, "seed": [settings.seed, index],
+        "subset": settings.subset, "seconds": settings.seconds, "samplerate": SAMPLERATE, "format": settings.fmt,
+        "arrangement": arr.describe(), "mix": mix_info, "vocal_phrases": phrases,
+    }
+    return stack, meta
+
+
+# ---------------------------------------------------------------------------------------------- writing
+
+
+def song_name(seed: int, index: int) -> str:
+    return f"synth-{seed}-{index:04d}"
+
+
+def write_song(folder: Path, stems: np.ndarray, meta: dict, fmt: str = "float", ext: str = "wav") -> Path:
+    """Write mixture + stems (+ synth.json) into `folder` atomically and verify the exact sum after reading back."""
+    import soundfile as sf
+
+    if fmt not in FORMATS:
+        raise DatasetError(f"{folder}: unknown sample format {fmt!r} (use float or pcm16).")
+    if ext == "flac" and fmt != "pcm16":
+        raise DatasetError(f"{folder}: FLAC stems need the pcm16 format.")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".tmp"))
+    tmp.chmod(0o755)
+    try:
+        if fmt == "float":
+            data = {name: stems[i] for i, name in enumerate(SOURCES)}
+            data["mixture"] = stems.sum(axis=0, dtype=np.float64).astype(np.float32)
+            subtype = "FLOAT"
+        else:
+            ints = np.round(stems.astype(np.float64) * 32768.0).astype(np.int64)
+            mix = ints.sum(axis=0)
+            if np.abs(ints).max() > 32767 or np.abs(mix).max() > 32767:
+                raise DatasetError(f"{folder}: stems exceed 16-bit range (internal error in level limiting).")
+            data = {name: ints[i].astype(np.int16) for i, name in enumerate(SOURCES)}
+            data["mixture"] = mix.astype(np.int16)
+            subtype = "PCM_16"
+        for name, wav in data.items():
+            _write_audio(tmp / f"{name}.{ext}", wav, subtype, ext)
+        (tmp / "synth.json").write_text(json.dumps(meta, indent=1))
+        verify_exact_sum(tmp, ext)
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return folder
+
+
+def _write_audio(path: Path, wav: np.ndarray, subtype: str, ext: str) -> None:
+    """soundfile write without the float WAV PEAK chunk (it holds a timestamp: same seed must give same bytes)."""
+    import soundfile as sf
+
+    with sf.SoundFile(str(path), "w", SAMPLERATE, wav.shape[0], subtype=subtype, format=ext.upper()) as fh:
+        if ext == "wav":
+            sf._snd.sf_command(fh._file, 0x1050, sf._ffi.NULL, 0)  # SFC_SET_ADD_PEAK_CHUNK = false
+        fh.write(np.ascontiguousarray(wav.T))
+
+
+def verify_exact_sum(folder: Path, ext: str = "wav") -> None:
+    """Read the files back and require mixture == drums + bass + other + vocals exactly."""
+    import soundfile as sf
+
+    dtype = "float32"
+    info = sf.info(str(folder / f"mixture.{ext}"))
+    if info.subtype == "PCM_16":
+        dtype = "int16"
+    mix, sr = sf.read(str(folder / f"mixture.{ext}"), dtype=dtype, always_2d=True)
+    total = np.zeros(mix.shape, dtype=np.int64 if dtype == "int16" else np.float32)
+    for name in SOURCES:
+        stem, sr_s = sf.read(str(folder / f"{name}.{ext}"), dtype=dtype, always_2d=True)
+        if sr_s != sr or stem.shape != mix.shape:
+            raise DatasetError(f"{folder / f'{name}.{ext}'}: length or rate differs from the mixture.")
+        total += stem
+    if not np.array_equal(total, mix):
+        raise DatasetError(f"{folder}: mixture is not exactly the sum of the stems.")
+
+
+def _is_done(folder: Path, settings: SynthSettings, index: int) -> bool:
+    """A finished song with the same seed, length and format is kept (lets an interrupted run resume)."""
+    try:
+        meta = json.loads((folder / "synth.json").read_text())
+    except (OSError, ValueError):
+        return False
+    files = all((folder / f"{n}.{settings.ext}").is_file() for n in (*SOURCES, "mixture"))
+    return files and meta.get("seed") == [settings.seed, index] and meta.get("seconds") == settings.seconds \
+        and meta.get("format") == settings.fmt and meta.get("version") == GENERATOR_VERSION \
+        and meta.get("subset") == settings.subset
+
+
+def make_song(out: Path, index: int, settings: SynthSettings, clips: list[Path] | None = None,
+              overwrite: bool = False) -> Path:
+    """Render and write song `index` into `out/<subset>/<name>/`; skip a matching finished song."""
+    folder = Path(out) / settings.subset / song_name(settings.seed, index)
+    if not overwrite and _is_done(folder, settings, index):
+        return folder
+    stems, meta = render_song(index, settings, clips)
+    return write_song(folder, stems, meta, settings.fmt, settings.ext)
+
+
+def _worker(args: tuple) -> str:
+    out, index, settings, overwrite = args
+    return str(make_song(Path(out), index, settings, overwrite=overwrite))
+
+
+def check_output_dir(out: str | os.PathLike) -> Path:
+    """The dataset root must be a folder (created if missing) we can write to."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise DatasetError(f"{out}: output path exists and is not a folder.")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DatasetError(f"{out}: cannot create the output folder ({exc.strerror}).") from exc
+    if not os.access(out, os.W_OK):
+        raise DatasetError(f"{out}: output folder is not writable.")
+    return out
+
+
+def synth_dataset(out: str | os.PathLike, songs: int, settings: SynthSettings, jobs: int = 1,
+                  overwrite: bool = False, progress: bool = True,
+                  on_song: Callable[[int, Path], None] | None = None) -> list[Path]:
+    """Render `songs` songs into `out/<subset>/` with `jobs` processes; returns the song folders in order."""
+    if songs < 1:
+        raise DatasetError(f"{out}: --songs must be at least 1.")
+    if settings.seconds < 2.0:
+        raise DatasetError(f"{out}: --seconds must be at least 2.")
+    if settings.subset not in ("train", "test", "valid"):
+        raise DatasetError(f"{out}: subset must be train, test or valid, not {settings.subset!r}.")
+    if Path(out).exists() and not Path(out).is_dir():
+        raise DatasetError(f"{out}: output path exists and is not a folder.")
+    find_fluidsynth()
+    find_soundfont(settings.soundfont or None)
+    clips = vocal_clips(settings.vocals_dir, "test" if settings.subset == "test" else "train")
+    out = check_output_dir(out)  # created only once everything needed to render is there
+    from tqdm import tqdm
+
+    folders: dict[int, Path] = {}
+    bar = tqdm(total=songs, desc=f"synth {settings.subset}", unit="song", disable=not progress)
+    try:
+        if jobs <= 1:
+            for i in range(songs):
+                folders[i] = make_song(out, i, settings, clips, overwrite)
+                bar.update(1)
+                if on_song:
+                    on_song(i, folders[i])
+        else:
+            with ProcessPoolExecutor(max_workers=jobs) as pool:
+                futures = {pool.submit(_worker, (str(out), i, settings, overwrite)): i for i in range(songs)}
+                try:
+                    for fut in as_completed(futures):
+                        i = futures[fut]
+                        folders[i] = Path(fut.result())
+                        bar.update(1)
+                        if on_song:
+                            on_song(i, folders[i])
+                except BaseException:
+                    for f in futures:
+                        f.cancel()
+                    raise
+    finally:
+        bar.close()
+    return [folders[i] for i in range(songs)]
+
+
+__all__ = [
+    "SAMPLERATE", "SynthSettings", "find_fluidsynth", "find_soundfont", "vocal_clips",
+    "is_test_singer", "load_voice", "render_song", "write_song", "verify_exact_sum", "make_song", "synth_dataset",
+    "song_name", "check_output_dir", "write_example", "default_vocals_dir",
+]
+
+
+def write_example(out_dir: str | os.PathLike, index: int, seed: int, seconds: float = 30.0) -> Path:
+    """The bundled example: `example.wav` (16-bit mixture) + `example_stems/{stems,mixture}.flac`, exact sums.
+
+    Uses held-out (test) singers. Stems are 16-bit FLAC and the mixture is their exact integer sum, so
+    `example.wav` == drums + bass + other + vocals sample for sample (no extra rounding beyond 16 bits).
+    """
+    out_dir = check_output_dir(out_dir)
+    settings = SynthSettings(seconds=seconds, seed=seed, subset="test", fmt="pcm16", ext="flac")
+    stems, meta = render_song(index, settings)
+    stems_dir = write_song(out_dir / "example_stems", stems, meta, "pcm16", "flac")
+    mix, _ = __import__("soundfile").read(str(stems_dir / "mixture.flac"), dtype="int16", always_2d=True)
+    tmp = out_dir / ".example.wav.tmp"
+    _write_audio(tmp, mix.T, "PCM_16", "wav")
+    os.replace(tmp, out_dir / "example.wav")
+    return out_dir / "example.wav"
