@@ -1,0 +1,327 @@
+"""Long jobs off the GUI thread: separating a song, drawing spectrograms, exporting files.
+
+Each job is a QThread that only talks to the window through queued signals. The separation worker writes
+finished regions straight into the session's shared lane buffer (nobody else writes there) and then signals
+the region, so lanes and player can show and play the part that is done while the rest is computed.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from PySide6.QtCore import QThread, Signal
+
+from stemgui.errors import AudioError, Cancelled, StemGUIError
+from stemgui.gui.cache import StemCache, cache_key, file_digest
+from stemgui.gui.spectrogram import SpectrogramLayout, compute_columns
+
+MIX_NAME = "mix"
+BACKGROUND_NICENESS = 10
+
+
+def lower_thread_priority(niceness: int = BACKGROUND_NICENESS) -> None:
+    """Make the calling thread (and threads it starts, e.g. torch's pool) yield the CPU to the GUI thread.
+
+    On Linux `setpriority(PRIO_PROCESS, 0, ...)` applies to the calling thread only; elsewhere it is skipped.
+    """
+    if not hasattr(os, "setpriority") or not sys.platform.startswith("linux"):
+        return
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, min(19, os.getpriority(os.PRIO_PROCESS, 0) + niceness))
+    except OSError:
+        pass
+
+
+def load_audio(path, samplerate=None, channels=2):
+    """stemgui.audio's loader (imported lazily so the GUI module imports fast)."""
+    try:
+        from stemgui.audio import load_audio as loader
+    except ImportError:
+        from stemgui.audio.load import load_audio as loader
+    return loader(path, samplerate=samplerate, channels=channels)
+
+
+class CancelFlag:
+    """A cancel token usable by the engine (`is_cancelled`, `cancel`, `check`) and by the cache/export (`__call__`)."""
+
+    def __init__(self) -> None:
+        try:
+            from stemgui.separate import CancelToken
+
+            self._token = CancelToken()
+        except ImportError:  # pragma: no cover - engine not installed
+            self._token = None
+            self._flag = False
+
+    @property
+    def token(self):
+        return self._token if self._token is not None else self
+
+    def cancel(self) -> None:
+        if self._token is not None:
+            self._token.cancel()
+        else:
+            self._flag = True
+
+    @property
+    def is_cancelled(self) -> bool:
+        return self._token.is_cancelled if self._token is not None else self._flag
+
+    def __call__(self) -> bool:
+        return self.is_cancelled
+
+    def check(self) -> None:
+        if self.is_cancelled:
+            raise Cancelled("Separation cancelled.")
+
+
+@dataclass
+class Session:
+    """One opened song: the lanes' audio (mix first, then stems) at one sample rate, and how far it is done."""
+
+    path: Path
+    names: list[str]
+    audio: np.ndarray  # (lanes, 2, samples) float32; lane 0 is the original mix
+    samplerate: int
+    model_name: str = ""
+    from_cache: bool = False
+    available: int = 0  # stems are final before this sample
+    complete: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def frames(self) -> int:
+        return self.audio.shape[2]
+
+    @property
+    def duration(self) -> float:
+        return self.frames / self.samplerate
+
+    @property
+    def stems(self) -> np.ndarray:
+        return self.audio[1:]
+
+    @property
+    def stem_names(self) -> list[str]:
+        return self.names[1:]
+
+
+_separators: dict[tuple, object] = {}
+
+
+def get_separator(model_path: Path, settings) -> object:
+    """Load a model once per (path, settings) and reuse it for every song of the session."""
+    from stemgui.separate import Separator
+
+    key = (str(model_path), tuple(sorted(settings.to_dict().items())))
+    if key not in _separators:
+        _separators.clear()  # one model in memory at a time
+        _separators[key] = Separator.from_path(model_path, settings)
+    return _separators[key]
+
+
+def cache_settings(settings) -> dict:
+    """The settings that change the stems (not the device or batch size)."""
+    d = settings.to_dict()
+    return {k: d[k] for k in ("segment", "overlap", "shifts", "seed", "exact_sum", "transition_power") if k in d}
+
+
+class SeparationWorker(QThread):
+    """Reads the song, loads the model, looks in the cache, separates in time order and fills the cache."""
+
+    stage = Signal(str)
+    progress = Signal(float, object, str)  # fraction, eta seconds or None, message
+    prepared = Signal(object)  # Session: lanes can be built
+    chunk = Signal(int, int)  # stems final in [start, end)
+    notice = Signal(str)  # e.g. an out-of-memory fallback
+    finished_ok = Signal(object)  # Session
+    failed = Signal(str)
+    cancelled = Signal()
+
+    def __init__(self, song: Path, model_path: Path, settings, cache: StemCache | None = None, parent=None):
+        super().__init__(parent)
+        self.song = Path(song)
+        self.model_path = Path(model_path)
+        self.settings = settings
+        self.cache = cache if cache is not None else StemCache()
+        self.flag = CancelFlag()
+        self.session: Session | None = None
+        self.elapsed = 0.0
+
+    def cancel(self) -> None:
+        self.flag.cancel()
+
+    def run(self) -> None:  # noqa: D401 - QThread entry point
+        t0 = time.monotonic()
+        lower_thread_priority()
+        try:
+            self._run()
+        except Cancelled:
+            self.cancelled.emit()
+        except StemGUIError as exc:
+            self.failed.emit(str(exc))
+        except MemoryError:
+            self.failed.emit(f"{self.song.name}: there is not enough memory to separate this song; "
+                             "try a smaller segment or close other programs.")
+        except Exception as exc:  # noqa: BLE001 - the window must survive anything a job raises
+            self.failed.emit(f"{self.song.name}: separation failed ({type(exc).__name__}: {exc}).")
+        finally:
+            self.elapsed = time.monotonic() - t0
+
+    def _run(self) -> None:
+        from stemgui.models.card import read_card
+
+        flag = self.flag
+        self.stage.emit("Reading model card")
+        try:
+            card = read_card(self.model_path)
+        except FileNotFoundError:
+            raise StemGUIError(f"{self.model_path}: the model file is missing.") from None
+        samplerate = int(card.get("samplerate", 44100))
+        sources = list(card.get("sources") or [])
+        self.stage.emit(f"Reading {self.song.name}")
+        if not self.song.is_file():
+            raise AudioError(f"{self.song}: no such file.")
+        if self.song.stat().st_size == 0:
+            raise AudioError(f"{self.song.name}: the file is empty.")
+        wav, _ = load_audio(self.song, samplerate=samplerate, channels=2)
+        if wav.shape[-1] == 0:
+            raise AudioError(f"{self.song.name}: the file holds no audio samples.")
+        if not np.isfinite(wav).all():
+            raise AudioError(f"{self.song.name}: the audio contains invalid (NaN or infinite) samples.")
+        flag.check()
+        key = cache_key(file_digest(self.song), file_digest(self.model_path), cache_settings(self.settings))
+        cached = self.cache.get(key)
+        names = [MIX_NAME] + (list(cached.sources) if cached else sources)
+        audio = np.zeros((len(names), 2, wav.shape[1]), dtype=np.float32)
+        audio[0] = wav
+        del wav
+        session = Session(self.song, names, audio, samplerate, str(card.get("name", self.model_path.stem)))
+        self.session = session
+        if cached is not None and cached.stems.shape[2] == audio.shape[2] and cached.samplerate == samplerate:
+            audio[1:] = cached.stems
+            session.available, session.complete, session.from_cache = audio.shape[2], True, True
+            self.prepared.emit(session)
+            self.chunk.emit(0, audio.shape[2])
+            self.progress.emit(1.0, 0.0, "Loaded from cache")
+            self.finished_ok.emit(session)
+            return
+        self.prepared.emit(session)
+        self.stage.emit(f"Loading model {session.model_name}")
+        separator = get_separator(self.model_path, self.settings)
+        flag.check()
+        self.stage.emit(f"Separating on {getattr(separator, 'device', 'cpu')}")
+
+        def on_progress(p) -> None:
+            flag.check()
+            message = getattr(p, "message", "") or ""
+            if "memory" in message.lower():
+                session.notes.append(message)
+                self.notice.emit(f"{message[0].upper()}{message[1:]}.")
+            self.progress.emit(float(p.fraction), p.eta, message)
+
+        def on_chunk(start: int, end: int, stems: np.ndarray) -> None:
+            audio[1:, :, start:end] = stems
+            session.available = max(session.available, end)
+            self.chunk.emit(start, end)
+            flag.check()
+
+        stems = separator.separate(audio[0], progress=on_progress, cancel=flag.token, on_chunk=on_chunk)
+        flag.check()
+        if stems is not None and session.available < audio.shape[2]:  # an engine without on_chunk support
+            audio[1:] = stems
+            session.available = audio.shape[2]
+            self.chunk.emit(0, audio.shape[2])
+        session.complete = True
+        self.progress.emit(1.0, 0.0, "Separated")
+        self.stage.emit("Saving stems to the cache")
+        try:
+            self.cache.put(key, audio[1:], samplerate, names[1:],
+                           {"song": str(self.song), "model": session.model_name}, cancel=flag)
+        except Cancelled:
+            raise
+        except OSError as exc:  # a full cache disk must not lose the stems the user is looking at
+            self.notice.emit(f"The stems could not be cached ({exc.strerror or exc}); they are still open.")
+        self.finished_ok.emit(session)
+
+
+class SpectrogramWorker(QThread):
+    """Computes spectrogram columns for (lane, region) requests in order; results go back by signal."""
+
+    columns_ready = Signal(int, int, int, object)  # generation, lane, first column, image (rows, n)
+    idle = Signal(int)  # generation: queue drained
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self._queue: queue.Queue = queue.Queue()
+        self.generation = 0
+
+    def request(self, generation: int, lane: int, audio: np.ndarray, layout: SpectrogramLayout,
+                first: int, stop: int) -> None:
+        """Columns [first, stop) of `audio` (channels, samples) for `lane` (stale generations are dropped)."""
+        if stop > first:
+            self._queue.put((generation, lane, audio, layout, first, stop))
+
+    def stop(self) -> None:
+        self._queue.put(None)
+        self.wait(5000)
+
+    @property
+    def pending(self) -> int:
+        return self._queue.qsize()
+
+    def run(self) -> None:
+        lower_thread_priority()
+        while True:
+            job = self._queue.get()
+            if job is None:
+                return
+            generation, lane, audio, layout, first, stop = job
+            if generation == self.generation:
+                try:
+                    step = 128  # small pieces: the lane fills in visibly, the queue stays responsive
+                    for c0 in range(first, stop, step):
+                        if generation != self.generation:
+                            break
+                        c1 = min(stop, c0 + step)
+                        self.columns_ready.emit(generation, lane, c0, compute_columns(audio, layout, c0, c1))
+                except Exception:  # noqa: BLE001 - a picture failing must never take the app down
+                    pass
+            if self._queue.empty():
+                self.idle.emit(generation)
+
+
+class ExportWorker(QThread):
+    """Runs one export function (stems or mix) with progress and cancel."""
+
+    progress = Signal(float, str)
+    finished_ok = Signal(object)  # list of written paths
+    failed = Signal(str)
+    cancelled = Signal()
+
+    def __init__(self, job: Callable[..., object], parent=None):
+        super().__init__(parent)
+        self.job = job
+        self.flag = CancelFlag()
+
+    def cancel(self) -> None:
+        self.flag.cancel()
+
+    def run(self) -> None:
+        try:
+            result = self.job(progress=lambda f, m: self.progress.emit(float(f), m), cancel=self.flag)
+        except Cancelled as exc:
+            self.cancelled.emit() if "cancel" in str(exc).lower() else self.failed.emit(str(exc))
+        except StemGUIError as exc:
+            self.failed.emit(str(exc))
+        except Exception as exc:  # noqa: BLE001
+            self.failed.emit(f"Export failed ({type(exc).__name__}: {exc}).")
+        else:
+            self.finished_ok.emit(result if isinstance(result, list) else [result])
