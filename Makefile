@@ -11,7 +11,7 @@ setup-test:
 	@scripts/setup.sh --test
 
 run: setup
-	$(PY) -m stemgui separate $(SONG) -o separated
+	$(PY) -m stemgui $(SONG)
 
 test: setup-test
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q

@@ -65,6 +65,27 @@ def save_png_atomic(widget, path: str | os.PathLike) -> Path:
     return path
 
 
+def has_display() -> bool:
+    """False on a Linux machine with no X11/Wayland display and no Qt platform chosen (a server, CI, SSH)."""
+    if not sys.platform.startswith("linux") or os.environ.get("QT_QPA_PLATFORM"):
+        return True
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def _headless_fallback(args: argparse.Namespace) -> int:
+    """Without a screen the window cannot open: do the main job on the command line instead of crashing."""
+    if not args.song:
+        print("stemgui: error: no display found to open the app; run `stemgui separate SONG` instead",
+              file=sys.stderr)
+        return 2
+    print(f"stemgui: no display found, so the app cannot open; separating {args.song} on the command line "
+          "into ./separated instead", file=sys.stderr)
+    from stemgui.cli import main as cli_main
+
+    extra = ["--model", args.model] if args.model else []
+    return cli_main(["separate", args.song, "-o", "separated", *extra])
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     try:
@@ -76,6 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     if scripted and not args.song:
         print("stemgui: error: --screenshot and --quit-when-done need a SONG", file=sys.stderr)
         return 2
+
+    if not scripted and not has_display():
+        return _headless_fallback(args)
 
     from PySide6.QtCore import QTimer
     from PySide6.QtGui import QIcon

@@ -1,0 +1,274 @@
+"""`stemgui evaluate`: score models and oracle baselines on a MUSDB18-HQ-layout dataset.
+
+For every system (a model, or an oracle: ideal ratio mask, ideal binary mask, mixture) and every track it
+writes `OUT/<system>/<subset>/<track>.json` in museval's format (so museval's own aggregation reads them),
+then a summary table (printed, `summary.csv`, `summary.md`), one box plot per metric with all systems side
+by side and, with `--plots`, log-mel spectrogram comparisons per track.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+ORACLE_LABELS = {"irm": "oracle-IRM", "ibm": "oracle-IBM", "mix": "mixture"}
+
+
+@dataclass(frozen=True)
+class System:
+    """One thing to score: `kind` "model" (target = model name or path) or "oracle" (target = irm|ibm|mix)."""
+
+    name: str
+    kind: str
+    target: str
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="score models and oracle baselines (SDR/SIR/SAR/ISR, uSDR, SI-SDR, NSDR)",
+        description="Separate every track of a MUSDB18-HQ-layout dataset and score it with BSSEval v4 "
+        "(museval-compatible), uSDR, SI-SDR and NSDR; compare models and oracle baselines.",
+    )
+    p.add_argument("--model", default=None, help="model name or path to evaluate")
+    p.add_argument("--dataset", required=True, help="dataset root (<root>/<subset>/<track>/<stem>.wav)")
+    p.add_argument("--out", required=True, help="output folder for JSON scores, tables and plots")
+    p.add_argument("--subset", default="test", help="subset folder under the dataset root (default: test)")
+    p.add_argument("--jobs", type=int, default=1, help="tracks scored in parallel processes (default: 1)")
+    p.add_argument("--oracle", choices=("irm", "ibm", "mix"), default=None,
+                   help="also score an oracle baseline: ideal ratio mask, ideal binary mask, or the mixture")
+    p.add_argument("--compare", nargs="+", default=[], metavar="SYSTEM",
+                   help="more systems side by side: model names/paths, or irm, ibm, mix")
+    p.add_argument("--tracks", nargs="+", default=None, metavar="NAME", help="only these tracks (folder names)")
+    p.add_argument("--plots", action="store_true",
+                   help="draw log-mel spectrograms of reference, estimate and difference per stem for each track")
+    p.add_argument("--plot-seconds", type=float, default=10.0, help="excerpt shown in --plots (default: 10)")
+    p.add_argument("--device", default="cpu", help="device for models: cpu, cuda, auto (default: cpu)")
+    p.add_argument("--shifts", type=int, default=0, help="random-shift passes for models (default: 0)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def _safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._+-]+", "_", text).strip("_") or "system"
+
+
+def systems_from_args(args: argparse.Namespace) -> list[System]:
+    """The systems to score, in table order, with unique folder-safe names."""
+    from stemgui.errors import ConfigError
+
+    wanted: list[tuple[str, str]] = []
+    if args.model:
+        wanted.append(("model", args.model))
+    if args.oracle:
+        wanted.append(("oracle", args.oracle))
+    for item in args.compare:
+        wanted.append(("oracle", item.lower()) if item.lower() in ORACLE_LABELS else ("model", item))
+    if not wanted:
+        raise ConfigError("nothing to evaluate: give --model, --oracle or --compare")
+    systems: list[System] = []
+    seen: set[tuple[str, str]] = set()
+    names: set[str] = set()
+    for kind, target in wanted:
+        if (kind, target) in seen:
+            continue
+        seen.add((kind, target))
+        base = ORACLE_LABELS[target] if kind == "oracle" else _safe_name(Path(target).stem if kind == "model" else target)
+        name, k = base, 2
+        while name in names:
+            name, k = f"{base}-{k}", k + 1
+        names.add(name)
+        systems.append(System(name, kind, target))
+    return systems
+
+
+def select_tracks(dataset: str, subset: str | None, names: list[str] | None) -> list[Path]:
+    from stemgui.data.layout import find_tracks
+    from stemgui.errors import DatasetError
+
+    tracks = find_tracks(dataset, subset)
+    if names:
+        by_name = {t.name: t for t in tracks}
+        missing = [n for n in names if n not in by_name]
+        if missing:
+            raise DatasetError(f"{dataset}: no track named {', '.join(missing)} (have: {', '.join(by_name)})")
+        tracks = [by_name[n] for n in names]
+    return tracks
+
+
+# ---------------------------------------------------------------- work done per (system, track), maybe in a worker
+
+_SEPARATORS: dict[tuple[str, str, int], object] = {}
+
+
+def _separator(target: str, device: str, shifts: int):
+    key = (target, device, shifts)
+    if key not in _SEPARATORS:
+        from stemgui.separate import SeparationSettings, Separator
+
+        _SEPARATORS[key] = Separator.from_path(target, SeparationSettings(device=device, shifts=shifts))
+    return _SEPARATORS[key]
+
+
+def _worker_init() -> None:
+    import torch
+
+    torch.set_num_threads(1)  # one process per core; never more threads (see design notes on linalg)
+
+
+def estimate(system: System, track: Path, sources: list[str], stems, mixture, samplerate: int, device: str, shifts: int):
+    """Estimates (sources, channels, samples) of `system` for one track, at the track's rate."""
+    import numpy as np
+
+    from stemgui.errors import ModelError
+    from stemgui.eval.oracle import oracle_estimates
+
+    if system.kind == "oracle":
+        return oracle_estimates(stems, system.target)
+    separator = _separator(system.target, device, shifts)
+    missing = [s for s in sources if s not in separator.sources]
+    if missing:
+        raise ModelError(f"{system.target}: model has no stem {', '.join(missing)} (it has {', '.join(separator.sources)})")
+    wav = mixture
+    if samplerate != separator.samplerate:
+        from stemgui.audio import resample
+
+        wav = resample(mixture, samplerate, separator.samplerate)
+    if wav.shape[0] != separator.audio_channels:
+        from stemgui.audio import convert_channels
+
+        wav = convert_channels(wav, separator.audio_channels)
+    out = np.asarray(separator.separate(wav))
+    if samplerate != separator.samplerate:
+        from stemgui.audio import resample
+
+        out = resample(out, separator.samplerate, samplerate)
+    if out.shape[1] != stems.shape[1]:
+        out = out.mean(axis=1, keepdims=True).repeat(stems.shape[1], axis=1)
+    length = stems.shape[-1]
+    out = out[..., :length]
+    if out.shape[-1] < length:
+        out = np.pad(out, [(0, 0), (0, 0), (0, length - out.shape[-1])])
+    picked = np.stack([out[separator.sources.index(s)] for s in sources])
+    return picked.astype(np.float32)
+
+
+def score_track(
+    system: System,
+    track: Path,
+    sources: list[str],
+    out_dir: Path,
+    subset: str,
+    device: str = "cpu",
+    shifts: int = 0,
+    plots: bool = False,
+    plot_seconds: float = 10.0,
+):
+    """Separate (or apply the oracle to) one track, score it, write its JSON (and figure); return the scores."""
+    from stemgui.data.layout import read_mixture, read_stems
+    from stemgui.errors import DatasetError
+    from stemgui.eval import bsseval, metrics, report
+
+    stems, samplerate = read_stems(track, sources)
+    mixture, mix_rate = read_mixture(track, sources)
+    if mix_rate != samplerate or mixture.shape != stems.shape[1:]:
+        raise DatasetError(
+            f"{track}: mixture ({mixture.shape[-1]} samples at {mix_rate} Hz) does not match the stems "
+            f"({stems.shape[-1]} samples at {samplerate} Hz)"
+        )
+    estimates = estimate(system, track, sources, stems, mixture, samplerate, device, shifts)
+    win = samplerate  # 1 s frames and hops, as SiSEC
+    sdr, isr, sir, sar = bsseval.evaluate(stems.transpose(0, 2, 1), estimates.transpose(0, 2, 1), win=win, hop=win)
+    scores = report.TrackScores(
+        system=system.name,
+        track=track.name,
+        sources=list(sources),
+        samplerate=samplerate,
+        length=stems.shape[-1],
+        framewise={"SDR": sdr, "ISR": isr, "SIR": sir, "SAR": sar},
+        track_metrics={
+            "uSDR": metrics.usdr(stems, estimates),
+            "SI-SDR": metrics.si_sdr(stems, estimates),
+            "NSDR": metrics.nsdr(stems, estimates, mixture),
+        },
+    )
+    report.write_track_json(out_dir / system.name / subset / f"{track.name}.json", scores)
+    if plots:
+        report.spectrogram_figure(
+            out_dir / system.name / "plots" / f"{track.name}.png",
+            stems,
+            estimates,
+            list(sources),
+            samplerate,
+            title=f"{system.name} - {track.name}",
+            seconds=plot_seconds,
+        )
+    return scores
+
+
+# ---------------------------------------------------------------- command
+
+
+def run(args: argparse.Namespace) -> int:
+    from stemgui import SOURCES
+    from stemgui.errors import ConfigError
+    from stemgui.eval import report
+
+    if args.jobs < 1:
+        raise ConfigError(f"--jobs must be at least 1, got {args.jobs}")
+    systems = systems_from_args(args)
+    tracks = select_tracks(args.dataset, args.subset, args.tracks)
+    out_dir = Path(args.out)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"{out_dir}: output path exists and is not a folder")
+    subset = args.subset or "test"
+    sources = list(SOURCES)
+    tasks = [(system, track) for system in systems for track in tracks]
+    kwargs = dict(device=args.device, shifts=args.shifts, plots=args.plots, plot_seconds=args.plot_seconds)
+
+    from tqdm import tqdm
+
+    results: dict[tuple[str, str], object] = {}
+    bar = tqdm(total=len(tasks), desc="evaluate", unit="track", file=sys.stderr, disable=args.no_progress)
+    try:
+        if args.jobs == 1 or len(tasks) == 1:
+            for system, track in tasks:
+                bar.set_postfix_str(f"{system.name}: {track.name}")
+                results[(system.name, track.name)] = score_track(system, track, sources, out_dir, subset, **kwargs)
+                bar.update()
+        else:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor, as_completed
+
+            ctx = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(max_workers=args.jobs, mp_context=ctx, initializer=_worker_init) as pool:
+                futures = {
+                    pool.submit(score_track, system, track, sources, out_dir, subset, **kwargs): (system, track)
+                    for system, track in tasks
+                }
+                try:
+                    for future in as_completed(futures):
+                        system, track = futures[future]
+                        results[(system.name, track.name)] = future.result()
+                        bar.update()
+                except BaseException:
+                    for future in futures:
+                        future.cancel()
+                    raise
+    finally:
+        bar.close()
+
+    by_system = {s.name: [results[(s.name, t.name)] for t in tracks] for s in systems}
+    rows = report.summarize(by_system)
+    csv_path, md_path = report.write_tables(out_dir, rows)
+    print(report.table_text(rows), end="")
+    written = [csv_path, md_path]
+    try:
+        written += report.box_plots(by_system, out_dir)
+    except ConfigError as exc:  # figures are extras: the scores are already written
+        print(f"stemgui: warning: no box plots: {exc}", file=sys.stderr)
+    print(f"scores: {out_dir}/<system>/{subset}/<track>.json; summary: {csv_path}, {md_path}", file=sys.stderr)
+    return 0

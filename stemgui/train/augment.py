@@ -1,0 +1,55 @@
+"""Demucs-style data augmentation: remix across songs, time shift, channel swap, sign flip, random gain.
+
+Everything is drawn from a numpy Generator that the dataset seeds from (seed, sample index), so a training
+sample is a pure function of its index: resume and DDP see exactly the same data without saving loader state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from stemgui.train.config import AugmentConfig
+
+
+def plan_segment(rng: np.random.Generator, track_frames: Sequence[int], n_sources: int, frames: int,
+                 shift: int, remix: bool) -> list[tuple[int, int]]:
+    """(track index, start frame at model rate) for each source.
+
+    Without remix every source comes from one track at one offset (plus its own shift); with remix each source
+    picks its own track, which creates new mixtures the model has never heard. `frames` is the segment length
+    and `shift` the maximum extra delay drawn per source, both at the model rate.
+    """
+    def pick_track() -> int:
+        return int(rng.integers(len(track_frames)))
+
+    def pick_start(track: int) -> int:
+        room = track_frames[track] - frames - shift
+        return int(rng.integers(0, room + 1)) if room > 0 else 0
+
+    plan = []
+    if remix:
+        for _ in range(n_sources):
+            track = pick_track()
+            plan.append((track, pick_start(track)))
+    else:
+        track = pick_track()
+        start = pick_start(track)
+        plan = [(track, start)] * n_sources
+    if shift > 0:
+        plan = [(track, start + int(rng.integers(0, shift + 1))) for track, start in plan]
+    return plan
+
+
+def augment_stems(stems: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig) -> np.ndarray:
+    """Per-source channel swap, sign flip and gain on float32 (sources, channels, time), in place."""
+    sources, channels, _ = stems.shape
+    for s in range(sources):
+        if cfg.channel_swap and channels == 2 and rng.random() < 0.5:
+            stems[s] = stems[s, ::-1].copy()
+        if cfg.sign_flip and rng.random() < 0.5:
+            stems[s] *= -1.0
+        if cfg.gain:
+            stems[s] *= np.float32(rng.uniform(cfg.gain_min, cfg.gain_max))
+    return stems

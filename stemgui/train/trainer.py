@@ -1,0 +1,595 @@
+"""The training loop: HDemucs generator + per-source discriminators, resumable bit-for-bit, DDP-ready.
+
+One step: separate the batch; if the GAN is active update D on (real, detached fake) with the least-squares
+loss; then update G on L1 + MR-STFT (+ adversarial + feature matching), clip, guard against NaN/Inf, update the
+EMA. Randomness inside a step (D's random windows) comes from a generator seeded by (seed, step) and the data
+from (seed, sample index), so a resumed run and N DDP ranks reproduce a single unbroken run exactly.
+Checkpoints (rank 0) hold G, D, both optimizers, the AMP scaler, the EMA, the step and every RNG state.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import signal
+import threading
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from stemgui.errors import Cancelled, ConfigError, ModelError, StemGUIError
+from stemgui.train import checkpoint as ckpt_io
+from stemgui.train.config import Config
+from stemgui.train.data import SegmentDataset, StepBatchSampler, ValidationDataset, load_splits
+from stemgui.train.distributed import (DistEnv, any_rank, average_gradients, barrier, broadcast_module, cleanup,
+                                       init_process_group)
+from stemgui.train.ema import EMA
+from stemgui.train.losses import (MultiResolutionSTFTLoss, discriminator_loss, feature_matching_loss,
+                                  generator_adversarial_loss, l1_loss)
+
+
+class TrainingDiverged(StemGUIError):
+    """The loss or gradients stayed NaN/Inf for too many consecutive steps."""
+
+
+@dataclass
+class TrainResult:
+    out: Path | None
+    run_dir: Path
+    steps: int
+    metrics: dict[str, Any] = field(default_factory=dict)
+    stopped: bool = False
+
+
+# ------------------------------------------------------------------------------------------------------ helpers
+def pick_device(name: str, env: DistEnv) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda", env.local_rank) if torch.cuda.is_available() else torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"train.device '{name}' is not a device (use auto, cpu, cuda, cuda:N or mps)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"train.device '{name}': CUDA is not available on this machine")
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", env.local_rank)
+    return device
+
+
+def amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype, or None for full precision (always on CPU unless asked)."""
+    if mode == "off":
+        return None
+    if mode == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return None
+    return torch.bfloat16 if mode == "bf16" else torch.float16
+
+
+def step_generator(seed: int, step: int) -> torch.Generator:
+    """A CPU generator for the randomness inside step `step` (same on every rank and after resume)."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + step) % (2**63))
+
+
+def plain_sdr(reference: torch.Tensor, estimate: torch.Tensor) -> torch.Tensor:
+    """MDX-style SDR per source: 10·log10(Σs² / Σ(s−ŝ)²) over (channels, time); input (sources, C, T)."""
+    num = reference.double().square().sum(dim=(-2, -1))
+    den = (reference.double() - estimate.double()).square().sum(dim=(-2, -1))
+    eps = 1e-8
+    return 10 * torch.log10((num + eps) / (den + eps))
+
+
+def source_dims(model_class, sources: list[str], args: dict[str, Any]) -> dict[str, int]:
+    """Which tensors hold per-source slices, and along which dimension (found by adding a probe source)."""
+    a = model_class(list(sources), **args).state_dict()
+    b = model_class(list(sources) + ["__probe__"], **args).state_dict()
+    dims = {}
+    for key, value in a.items():
+        diff = [d for d in range(value.dim()) if value.shape[d] != b[key].shape[d]]
+        if diff:
+            dims[key] = diff[0]
+    return dims
+
+
+def source_sdr(reference: torch.Tensor, estimate: torch.Tensor) -> list[float]:
+    """Per-source SDR in dB: the eval module's uSDR (MDX) when present, else the same formula here."""
+    try:
+        from stemgui.eval.metrics import usdr
+    except ImportError:
+        return plain_sdr(reference, estimate).tolist()
+    return [float(v) for v in usdr(reference.numpy(), estimate.numpy())]
+
+
+def map_sources(model: nn.Module, base_state: dict[str, torch.Tensor], base_sources: list[str],
+                sources: list[str], dims: dict[str, int]) -> list[str]:
+    """Load `base_state` into `model`, mapping per-source slices by name; returns the sources copied.
+
+    Output layers stack sources source-major along one dimension (`dims`); slices of sources both models share
+    are copied, the others keep their fresh initialisation; every other tensor is copied unchanged.
+    """
+    shared = [s for s in sources if s in base_sources]
+    if not shared:
+        raise ModelError(f"the base model's sources {base_sources} share none with {sources}")
+    target = model.state_dict()
+    new_state = {}
+    for key, value in target.items():
+        if key not in base_state:
+            raise ModelError(f"the base model lacks the tensor '{key}' (different architecture)")
+        base = base_state[key]
+        if key in dims:
+            dim = dims[key]
+            per, per_base = value.shape[dim] // len(sources), base.shape[dim] // len(base_sources)
+            if per != per_base or base.shape[dim] % len(base_sources):
+                raise ModelError(f"tensor '{key}' cannot be split into {len(base_sources)} sources")
+            out = value.clone()
+            for i, name in enumerate(sources):
+                if name in base_sources:
+                    j = base_sources.index(name)
+                    out.narrow(dim, i * per, per).copy_(base.narrow(dim, j * per, per))
+            new_state[key] = out
+        elif base.shape != value.shape:
+            raise ModelError(f"tensor '{key}' has shape {tuple(base.shape)} in the base model, "
+                             f"{tuple(value.shape)} here (different architecture)")
+        else:
+            new_state[key] = base
+    model.load_state_dict(new_state)
+    return shared
+
+
+def build_generator(cfg: Config, sources: list[str]) -> tuple[nn.Module, dict[str, Any]]:
+    """The generator (fresh, or from finetune.base_model with sources mapped by name) and a note for the card."""
+    from stemgui.models.hdemucs import HDemucs
+
+    base_path = cfg.finetune.base_model
+    if not base_path:
+        try:
+            return HDemucs(sources, **cfg.generator_args()), {}
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise ConfigError(f"[model] settings do not make a valid HDemucs ({exc})") from None
+    from stemgui.models.card import load_model
+
+    base, card = load_model(base_path)
+    args = dict(card["args"])
+    args.pop("sources", None)
+    args["segment"] = cfg.data.segment
+    if int(card.get("samplerate", args.get("samplerate", 44100))) != cfg.data.samplerate:
+        raise ConfigError(f"{base_path}: the base model runs at {card.get('samplerate')} Hz, "
+                          f"data.samplerate is {cfg.data.samplerate}")
+    model = HDemucs(sources, **args)
+    base_sources = list(card["sources"])
+    dims = {} if base_sources == sources else source_dims(HDemucs, sources, args)
+    shared = map_sources(model, base.state_dict(), base_sources, sources, dims)
+    note = {"base_model": str(base_path), "base_model_name": card.get("name"), "mapped_sources": shared}
+    freeze = cfg.finetune.freeze_encoder
+    for layers in (getattr(model, "encoder", []), getattr(model, "tencoder", [])):
+        for layer in list(layers)[:freeze]:
+            layer.requires_grad_(False)
+    return model, note
+
+
+class StopRequest:
+    """SIGTERM/SIGINT (the GUI's Stop) -> finish the step, checkpoint, exit."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "StopRequest":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+# ------------------------------------------------------------------------------------------------------ trainer
+class Trainer:
+    """Owns models, optimizers, data and the loop; `run()` trains to cfg.train.steps."""
+
+    def __init__(self, cfg: Config, *, resume: bool = False, env: DistEnv | None = None,
+                 on_step: Callable[[int, dict[str, float]], None] | None = None) -> None:
+        cfg.validate()
+        self.cfg = cfg
+        self.env = env or DistEnv.from_env()
+        self.on_step = on_step
+        t = cfg.train
+        if not t.out:
+            raise ConfigError("train.out is not set (use --out MODEL_PATH)")
+        self.out = Path(t.out)
+        if self.out.suffix not in (".safetensors", ""):
+            raise ConfigError(f"{self.out}: the output model path must end in .safetensors")
+        self.out = self.out.with_suffix(".safetensors")
+        self.run_dir = Path(t.run_dir) if t.run_dir else self.out.with_name(self.out.stem + ".run")
+        self.log_path = Path(t.log) if t.log else self.run_dir / "log.jsonl"
+        self.device = pick_device(t.device, self.env)
+        if t.threads:
+            torch.set_num_threads(t.threads)
+        init_process_group(self.env, self.device)
+        if t.batch_size % self.env.world_size:
+            raise ConfigError(f"train.batch_size {t.batch_size} is not divisible by {self.env.world_size} processes")
+
+        checkpoint_path = ckpt_io.latest_checkpoint(self.run_dir)
+        if checkpoint_path is not None and not resume:
+            raise ConfigError(f"{self.run_dir}: a checkpoint from an earlier run exists; pass --resume to continue "
+                              "it or choose another run folder / output")
+        state = ckpt_io.load_checkpoint(checkpoint_path) if (resume and checkpoint_path) else None
+        self.resumed_from = checkpoint_path if state else None
+
+        _seed_everything(t.seed)
+        self.train_tracks, self.valid_tracks, self.sources = load_splits(cfg)
+        if state is not None and list(state["sources"]) != self.sources:
+            raise ConfigError(f"{checkpoint_path}: the checkpoint was trained on {state['sources']}, "
+                              f"the dataset gives {self.sources}")
+        self.G, self.finetune_note = build_generator(cfg, self.sources)
+        self.G.to(self.device)
+        self.D = None
+        if cfg.use_gan:
+            from stemgui.models.discriminators import SourceDiscriminators
+
+            dc = cfg.discriminator
+            self.D = SourceDiscriminators(self.sources, dc.kind, dc.channels, dc.windows, dc.bands, dc.repeats,
+                                          dc.layers, dc.spectral_norm, dc.mrsd_resolutions).to(self.device)
+        o = cfg.optim
+        self.lr = cfg.finetune.lr if cfg.finetune.base_model else o.lr
+        g_params = [p for p in self.G.parameters() if p.requires_grad]
+        self.opt_g = torch.optim.AdamW(g_params, lr=self.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
+        self.opt_d = None
+        if self.D is not None:
+            self.opt_d = torch.optim.AdamW(self.D.parameters(), lr=o.d_lr, betas=tuple(o.d_betas),
+                                           weight_decay=o.d_weight_decay)
+        self.amp = amp_dtype(o.amp, self.device)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == torch.float16)
+        self.ema = EMA(self.G, o.ema_decay) if o.ema_decay > 0 else None
+        self.stft = MultiResolutionSTFTLoss(cfg.loss.stft_resolutions, cfg.loss.stft_sc, cfg.loss.stft_mag,
+                                            cfg.loss.stft_sc_floor, cfg.loss.stft_log_floor)
+
+        self.step = 0
+        self.wall_time = 0.0
+        self.bad_steps = 0
+        self.skipped = 0
+        self.metrics: dict[str, Any] = {}
+        if state is not None:
+            self._load_state(state)
+        else:
+            broadcast_module(self.G, self.env)
+            if self.D is not None:
+                broadcast_module(self.D, self.env)
+            if self.ema is not None:
+                self.ema.load_state_dict(self.G.state_dict())
+
+    # -------------------------------------------------------------------------------------------- state
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "config": self.cfg.to_dict(),
+            "sources": self.sources,
+            "g": self.G.state_dict(),
+            "d": self.D.state_dict() if self.D is not None else None,
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict() if self.opt_d is not None else None,
+            "scaler": self.scaler.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "numpy": np.random.get_state(),
+                "python": random.getstate(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            },
+            "sampler": {"next_step": self.step, "global_batch": self.cfg.train.batch_size},
+            "wall_time": self.wall_time,
+            "skipped": self.skipped,
+            "metrics": self.metrics,
+            "finetune": self.finetune_note,
+        }
+
+    def _load_state(self, state: dict[str, Any]) -> None:
+        self.G.load_state_dict(state["g"])
+        if self.D is not None:
+            if state.get("d") is None:
+                raise ConfigError("the checkpoint has no discriminator; resume with the preset it was started with")
+            self.D.load_state_dict(state["d"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        if self.opt_d is not None and state.get("opt_d") is not None:
+            self.opt_d.load_state_dict(state["opt_d"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"] if state.get("ema") is not None else state["g"])
+        rng = state["rng"]
+        torch.set_rng_state(rng["torch"])
+        np.random.set_state(rng["numpy"])
+        py = rng["python"]
+        random.setstate((py[0], tuple(py[1]), py[2]))
+        if rng.get("cuda") and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        self.step = int(state["step"])
+        self.wall_time = float(state.get("wall_time", 0.0))
+        self.skipped = int(state.get("skipped", 0))
+        self.metrics = dict(state.get("metrics") or {})
+        if state.get("finetune"):
+            self.finetune_note = state["finetune"]
+
+    def save_checkpoint(self) -> None:
+        if self.env.is_main:
+            ckpt_io.save_checkpoint(self.run_dir, self.step, self.state_dict(), self.cfg.train.keep_checkpoints)
+            self._log({"event": "checkpoint", "step": self.step, "path": str(self.run_dir)})
+        barrier(self.env)
+
+    # -------------------------------------------------------------------------------------------- logging
+    def _log(self, record: dict[str, Any]) -> None:
+        if not self.env.is_main:
+            return
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        record = {"time": round(time.time(), 3), **record}
+        with open(self.log_path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+
+    # -------------------------------------------------------------------------------------------- one step
+    def _autocast(self):
+        if self.amp is None:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp)
+
+    def _clip(self, params, max_norm: float) -> torch.Tensor:
+        params = [p for p in params if p.grad is not None]
+        return torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm > 0 else float("inf"))
+
+    def train_step(self, mix: torch.Tensor, stems: torch.Tensor) -> dict[str, float]:
+        cfg = self.cfg
+        step = self.step
+        mix = mix.to(self.device, non_blocking=True)
+        stems = stems.to(self.device, non_blocking=True)
+        warm = cfg.optim.warmup_steps
+        lr = self.lr * min(1.0, (step + 1) / warm) if warm else self.lr
+        for group in self.opt_g.param_groups:
+            group["lr"] = lr
+        record: dict[str, float] = {"lr": lr}
+
+        self.G.train()
+        with self._autocast():
+            estimate = self.G(mix)
+        estimate = estimate.float()
+        gan_on = self.D is not None and step >= cfg.discriminator.d_warmup_steps
+        rows = stems.shape[0] * stems.shape[2]
+
+        if gan_on and (step - cfg.discriminator.d_warmup_steps) % cfg.discriminator.d_every == 0:
+            self.D.requires_grad_(True)
+            self.opt_d.zero_grad(set_to_none=True)
+            with self._autocast():
+                scores, _ = self.D(torch.cat([stems, estimate.detach()]), step_generator(cfg.train.seed, 2 * step))
+            d_loss = discriminator_loss([s[:rows] for s in scores], [s[rows:] for s in scores])
+            self.scaler.scale(d_loss).backward()
+            average_gradients(self.D, self.env)
+            self.scaler.unscale_(self.opt_d)
+            d_norm = self._clip(self.D.parameters(), cfg.optim.d_grad_clip)
+            if torch.isfinite(d_norm) and torch.isfinite(d_loss):
+                self.scaler.step(self.opt_d)
+            else:
+                self.opt_d.zero_grad(set_to_none=True)
+                record["d_skipped"] = 1.0
+            record["d_loss"] = float(d_loss.detach())
+            record["d_lr"] = cfg.optim.d_lr
+
+        self.opt_g.zero_grad(set_to_none=True)
+        w = cfg.loss
+        l1 = l1_loss(estimate, stems)
+        total = w.l1 * l1
+        record["l1"] = float(l1.detach())
+        if cfg.use_stft:
+            sc, mag = self.stft.terms(estimate, stems)
+            stft = w.stft_sc * sc + w.stft_mag * mag
+            total = total + w.stft * stft
+            record.update(stft=float(stft.detach()), stft_sc=float(sc.detach()), stft_mag=float(mag.detach()))
+        if gan_on:
+            self.D.requires_grad_(False)
+            with self._autocast():
+                scores, feats = self.D(torch.cat([stems, estimate]), step_generator(cfg.train.seed, 2 * step + 1))
+            adv = generator_adversarial_loss([s[rows:] for s in scores])
+            fm = feature_matching_loss([[f[:rows] for f in fl] for fl in feats],
+                                       [[f[rows:] for f in fl] for fl in feats])
+            total = total + w.adversarial * adv + w.feature_matching * fm
+            record.update(adv=float(adv.detach()), fm=float(fm.detach()))
+        record["loss"] = float(total.detach())
+        self.scaler.scale(total).backward()
+        average_gradients(self.G, self.env)
+        self.scaler.unscale_(self.opt_g)
+        g_norm = self._clip(self.G.parameters(), cfg.optim.grad_clip)
+        record["grad_norm"] = float(g_norm)
+        if torch.isfinite(g_norm) and math.isfinite(record["loss"]):
+            self.scaler.step(self.opt_g)
+            self.bad_steps = 0
+        else:
+            self.opt_g.zero_grad(set_to_none=True)
+            self.bad_steps += 1
+            self.skipped += 1
+            record["skipped"] = 1.0
+            if self.bad_steps >= cfg.train.max_bad_steps:
+                raise TrainingDiverged(
+                    f"training diverged: loss or gradients were NaN/Inf for {self.bad_steps} consecutive steps "
+                    f"(at step {step + 1}); lower optim.lr or the loss weights, or resume from the last checkpoint"
+                )
+        self.scaler.update()
+        if self.ema is not None:
+            self.ema.update(self.G)
+        self.step += 1
+        return record
+
+    # -------------------------------------------------------------------------------------------- validation
+    @torch.inference_mode()
+    def validate(self) -> dict[str, Any]:
+        """SDR per source (dB, mean over validation tracks) of the EMA generator; rank 0 only."""
+        if not self.valid_tracks:
+            return {}
+        model = self.ema.shadow if self.ema is not None else self.G
+        was_training = model.training
+        model.eval()
+        dataset = ValidationDataset(self.valid_tracks, self.sources, self.cfg)
+        per_source: list[list[float]] = [[] for _ in self.sources]
+        for index in range(len(dataset)):
+            mix, stems = dataset[index]
+            with self._autocast():
+                estimate = model(mix[None].to(self.device))[0].float().cpu()
+            values = source_sdr(stems, estimate)
+            for i, v in enumerate(values):
+                per_source[i].append(v)
+        model.train(was_training)
+        sdr = {name: round(float(np.mean(v)), 4) for name, v in zip(self.sources, per_source)}
+        return {"valid_sdr": sdr, "valid_sdr_mean": round(float(np.mean(list(sdr.values()))), 4),
+                "valid_tracks": len(dataset), "valid_step": self.step}
+
+    def _validate_and_log(self) -> None:
+        if self.env.is_main:
+            metrics = self.validate()
+            if metrics:
+                self.metrics = metrics
+                self._log({"event": "valid", "step": self.step, **metrics})
+        barrier(self.env)
+
+    # -------------------------------------------------------------------------------------------- output
+    def export(self, stopped: bool = False) -> Path | None:
+        if not self.env.is_main:
+            return None
+        from stemgui.models.card import save_model
+
+        model = self.ema.shadow if self.ema is not None else self.G
+        cfg = self.cfg
+        losses = {"l1": cfg.loss.l1}
+        if cfg.use_stft:
+            losses.update(stft=cfg.loss.stft, stft_resolutions=cfg.loss.stft_resolutions)
+        if cfg.use_gan:
+            losses.update(adversarial=cfg.loss.adversarial, feature_matching=cfg.loss.feature_matching,
+                          discriminator=dict(self.D.init_kwargs, d_warmup_steps=cfg.discriminator.d_warmup_steps,
+                                             d_every=cfg.discriminator.d_every))
+        card = {
+            "name": self.out.stem,
+            "training": {
+                "method": "generative optimization" if cfg.use_gan else "regression",
+                "preset": cfg.loss.preset,
+                "losses": losses,
+                "data": {"dataset": str(cfg.data.dataset), "format": cfg.data.format,
+                         "train_tracks": len(self.train_tracks), "valid_tracks": len(self.valid_tracks),
+                         "segment": cfg.data.segment, "augment": cfg.to_dict()["augment"]},
+                "steps": self.step,
+                "batch_size": cfg.train.batch_size,
+                "optimizer": {"lr": self.lr, "betas": cfg.optim.betas, "d_lr": cfg.optim.d_lr,
+                              "ema_decay": cfg.optim.ema_decay},
+                "wall_time_s": round(self.wall_time, 1),
+                "world_size": self.env.world_size,
+                "device": str(self.device),
+                "stopped_early": stopped,
+                **({"finetune": self.finetune_note} if self.finetune_note else {}),
+            },
+            "metrics": dict(self.metrics),
+        }
+        return save_model(model, self.out, card)
+
+    # -------------------------------------------------------------------------------------------- loop
+    def run(self) -> TrainResult:
+        cfg, t = self.cfg, self.cfg.train
+        if self.step >= t.steps:
+            self._log({"event": "end", "step": self.step, "note": "already at train.steps"})
+            out = self.export()
+            return TrainResult(out, self.run_dir, self.step, self.metrics)
+        dataset = SegmentDataset(self.train_tracks, self.sources, cfg, length=t.steps * t.batch_size)
+        sampler = StepBatchSampler(t.batch_size, self.step, t.steps, self.env.rank, self.env.world_size)
+        loader = torch.utils.data.DataLoader(
+            dataset, batch_sampler=sampler, num_workers=cfg.data.num_workers,
+            pin_memory=self.device.type == "cuda", persistent_workers=False,
+            prefetch_factor=4 if cfg.data.num_workers else None,
+            worker_init_fn=_ignore_stop_signals if cfg.data.num_workers else None,
+        )
+        self._log({"event": "start", "step": self.step, "steps": t.steps, "resumed_from": str(self.resumed_from)
+                   if self.resumed_from else None, "sources": self.sources, "device": str(self.device),
+                   "world_size": self.env.world_size, "train_tracks": len(self.train_tracks),
+                   "valid_tracks": len(self.valid_tracks), "preset": cfg.loss.preset})
+        progress = None
+        if self.env.is_main and t.progress:
+            from tqdm import tqdm
+
+            progress = tqdm(total=t.steps, initial=self.step, desc="training", unit="step", dynamic_ncols=True)
+        stopped = False
+        window_start = time.perf_counter()
+        window_steps = 0
+        last = time.perf_counter()
+        with StopRequest() as stop:
+            try:
+                for mix, stems in loader:
+                    record = self.train_step(mix, stems)
+                    now = time.perf_counter()
+                    self.wall_time += now - last
+                    last = now
+                    window_steps += 1
+                    if self.on_step is not None:
+                        self.on_step(self.step, record)
+                    if progress is not None:
+                        progress.update(1)
+                        progress.set_postfix(loss=f"{record['loss']:.4f}", refresh=False)
+                    if self.step % t.log_every == 0 or self.step == t.steps:
+                        elapsed = now - window_start
+                        rate = window_steps / elapsed if elapsed > 0 else 0.0
+                        self._log({"event": "train", "step": self.step, **{k: round(v, 6) for k, v in record.items()},
+                                   "steps_per_s": round(rate, 4), "samples_per_s": round(rate * t.batch_size, 3),
+                                   "eta_s": round((t.steps - self.step) / rate, 1) if rate else None,
+                                   "wall_time_s": round(self.wall_time, 2), "skipped_total": self.skipped})
+                        window_start, window_steps = now, 0
+                    if self.step % t.valid_every == 0 or self.step == t.steps:
+                        self._validate_and_log()
+                    if any_rank(stop.requested, self.env):
+                        stopped = True
+                        break
+                    if self.step % t.checkpoint_every == 0 and self.step != t.steps:
+                        self.save_checkpoint()
+                        last = time.perf_counter()
+            finally:
+                if progress is not None:
+                    progress.close()
+        self.save_checkpoint()
+        out = self.export(stopped=stopped)
+        self._log({"event": "stopped" if stopped else "end", "step": self.step, "out": str(out) if out else None,
+                   **self.metrics})
+        if stopped:
+            raise Cancelled(f"training stopped at step {self.step}/{t.steps}: checkpoint saved in {self.run_dir}, "
+                            f"model written to {self.out}; continue with --resume")
+        return TrainResult(out, self.run_dir, self.step, self.metrics, stopped)
+
+
+def _ignore_stop_signals(worker_id: int) -> None:
+    """Loader workers ignore SIGINT/SIGTERM: a Ctrl+C or Stop sent to the whole process group must reach only the
+    main process, which checkpoints and then shuts the workers down (a killed worker would crash the run)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def train(cfg: Config, *, resume: bool = False,
+          on_step: Callable[[int, dict[str, float]], None] | None = None) -> TrainResult:
+    """Train as `cfg` says (DDP when launched by torchrun); returns where the model went."""
+    env = DistEnv.from_env()
+    try:
+        trainer = Trainer(cfg, resume=resume, env=env, on_step=on_step)
+        return trainer.run()
+    finally:
+        cleanup(env)
+

@@ -1,0 +1,238 @@
+"""Trainer: learning on a fixture dataset, bit-for-bit resume, graceful stop, NaN guard, fine-tuning, output card."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from stemgui.errors import Cancelled, ConfigError
+from stemgui.models.card import load_model, read_card
+from stemgui.train import checkpoint as ckpt_io
+from stemgui.train.trainer import Trainer, TrainingDiverged, map_sources, source_dims, train
+from test_train_fixtures import make_musdb, tiny_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class Crash(Exception):
+    """Stands in for kill -9: the run dies after a step without writing anything more."""
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return make_musdb(tmp_path_factory.mktemp("musdb"), tracks=3, seconds=2.0)
+
+
+def _weights(path):
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
+
+
+def _final_state(run_dir):
+    return ckpt_io.load_checkpoint(ckpt_io.latest_checkpoint(run_dir))
+
+
+def test_tiny_run_lowers_the_loss_and_writes_a_model(dataset, tmp_path):
+    cfg = tiny_config(dataset, tmp_path / "m.safetensors", preset="l1+stft", steps=24, batch=2)
+    cfg.optim.lr = 3e-3
+    cfg.optim.ema_decay = 0.0
+    cfg.augment.remix = False
+    trainer = Trainer(cfg)
+    from stemgui.train.data import SegmentDataset
+
+    probe = SegmentDataset(trainer.train_tracks, trainer.sources, cfg, length=10**6)
+    batch = [probe[10**5 + i] for i in range(4)]  # fixed held-out segments
+    mix = torch.stack([b[0] for b in batch])
+    stems = torch.stack([b[1] for b in batch])
+
+    def probe_loss():
+        with torch.no_grad():
+            est = trainer.G(mix)
+        return (torch.nn.functional.l1_loss(est, stems) + 0.01 * trainer.stft(est, stems)).item()
+
+    before = probe_loss()
+    result = trainer.run()
+    after = probe_loss()
+    assert after < 0.9 * before, (before, after)
+    assert result.steps == 24 and result.out == tmp_path / "m.safetensors"
+    model, card = load_model(result.out)
+    assert card["training"]["preset"] == "l1+stft" and card["training"]["steps"] == 24
+    assert card["sources"] == ["drums", "bass", "other", "vocals"] and card["args"]["channels"] == 4
+    assert set(card["metrics"]["valid_sdr"]) == set(card["sources"])
+    assert "stft" in card["training"]["losses"] and "adversarial" not in card["training"]["losses"]
+    log = [json.loads(line) for line in (tmp_path / "m.run" / "log.jsonl").read_text().splitlines()]
+    train_lines = [r for r in log if r["event"] == "train"]
+    assert len(train_lines) == 24
+    assert {"step", "loss", "l1", "stft", "lr", "steps_per_s", "samples_per_s"} <= set(train_lines[0])
+    assert any(r["event"] == "valid" and "valid_sdr" in r for r in log)
+
+
+def test_resume_after_a_crash_is_bit_for_bit(dataset, tmp_path):
+    """N steps straight == crash after step 3 (checkpoint at 2) + --resume, for G, D, EMA and optimizers."""
+    straight = tiny_config(dataset, tmp_path / "a" / "m.safetensors", steps=4)
+    train(straight)
+
+    crashed = tiny_config(dataset, tmp_path / "b" / "m.safetensors", steps=4)
+
+    def die(step, record):
+        if step == 3:
+            raise Crash
+
+    with pytest.raises(Crash):
+        train(crashed, on_step=die)
+    assert ckpt_io.latest_checkpoint(tmp_path / "b" / "m.run").name == "ckpt-00000002.json"
+    with pytest.raises(ConfigError, match="pass --resume"):
+        Trainer(crashed)
+    train(crashed, resume=True)
+
+    a, b = _final_state(tmp_path / "a" / "m.run"), _final_state(tmp_path / "b" / "m.run")
+    assert a["step"] == b["step"] == 4
+    for part in ("g", "d", "ema"):
+        assert a[part].keys() == b[part].keys()
+        for key in a[part]:
+            assert torch.equal(a[part][key], b[part][key]), (part, key)
+    for key, value in a["opt_g"]["state"][0].items():
+        assert torch.equal(value, b["opt_g"]["state"][0][key])
+    wa, wb = _weights(tmp_path / "a" / "m.safetensors"), _weights(tmp_path / "b" / "m.safetensors")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_sigterm_writes_a_checkpoint_and_stops(dataset, tmp_path):
+    cfg = tiny_config(dataset, tmp_path / "m.safetensors", preset="l1", steps=50)
+    cfg.train.checkpoint_every = 100
+
+    def stop(step, record):
+        if step == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    with pytest.raises(Cancelled, match="stopped at step 2/50"):
+        train(cfg, on_step=stop)
+    assert ckpt_io.latest_checkpoint(tmp_path / "m.run").name == "ckpt-00000002.json"
+    assert read_card(tmp_path / "m.safetensors")["training"]["stopped_early"] is True
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handler restored
+
+
+def test_nan_guard_skips_then_stops(dataset, tmp_path, monkeypatch):
+    import stemgui.train.trainer as trainer_module
+
+    cfg = tiny_config(dataset, tmp_path / "m.safetensors", preset="l1", steps=10)
+    cfg.train.max_bad_steps = 3
+    calls = {"n": 0}
+    real = trainer_module.l1_loss
+
+    def sometimes_nan(est, ref):
+        calls["n"] += 1
+        loss = real(est, ref)
+        return loss * float("nan") if calls["n"] >= 2 else loss
+
+    monkeypatch.setattr(trainer_module, "l1_loss", sometimes_nan)
+    records = []
+    with pytest.raises(TrainingDiverged, match="NaN/Inf for 3 consecutive steps"):
+        train(cfg, on_step=lambda step, rec: records.append(rec))
+    assert [r.get("skipped", 0.0) for r in records] == [0.0, 1.0, 1.0]
+
+
+def test_finetune_maps_sources_by_name_and_freezes(dataset, tmp_path):
+    from stemgui.models.card import save_model
+    from stemgui.models.hdemucs import HDemucs
+
+    torch.manual_seed(0)
+    base = HDemucs(["drums", "bass", "other", "vocals"], channels=4, depth=3, nfft=64)
+    save_model(base, tmp_path / "base.safetensors", {"name": "base"})
+    args = dict(channels=4, depth=3, nfft=64)
+    mix = torch.randn(1, 2, 8000)
+    with torch.no_grad():
+        full = base(mix)
+    for target in (["vocals", "drums"], ["vocals", "other", "bass", "drums"]):  # subset, same-size permutation
+        small = HDemucs(target, **args)
+        dims = source_dims(HDemucs, target, args)
+        assert dims and all(k.startswith(("decoder.", "tdecoder.")) for k in dims)
+        assert map_sources(small, base.state_dict(), ["drums", "bass", "other", "vocals"], target, dims) == target
+        with torch.no_grad():
+            part = small(mix)
+        for i, name in enumerate(target):
+            j = ["drums", "bass", "other", "vocals"].index(name)
+            torch.testing.assert_close(part[:, i], full[:, j], atol=1e-5, rtol=1e-4)
+
+    cfg = tiny_config(dataset, tmp_path / "ft.safetensors", preset="l1", steps=2)
+    cfg.data.sources = ["vocals", "drums"]
+    cfg.finetune.base_model = str(tmp_path / "base.safetensors")
+    cfg.finetune.freeze_encoder = 1
+    trainer = Trainer(cfg)
+    assert trainer.lr == cfg.finetune.lr
+    frozen = {k: v.clone() for k, v in trainer.G.encoder[0].state_dict().items()}
+    trainer.run()
+    assert all(torch.equal(frozen[k], v) for k, v in trainer.G.encoder[0].state_dict().items())
+    card = read_card(tmp_path / "ft.safetensors")
+    assert card["sources"] == ["vocals", "drums"]
+    assert card["training"]["finetune"]["mapped_sources"] == ["vocals", "drums"]
+
+
+def test_cli_kill9_then_resume(dataset, tmp_path):
+    """A real `stemgui train` process killed with SIGKILL resumes from its last checkpoint and finishes."""
+    out = tmp_path / "k.safetensors"
+    cmd = [sys.executable, "-m", "stemgui", "train", "--dataset", str(dataset), "--preset", "l1", "--steps", "40",
+           "--segment", "0.5", "--batch-size", "1", "--out", str(out), "--model-channels", "4", "--depth", "3",
+           "--nfft", "64", "--checkpoint-every", "2", "--valid-every", "1000", "--no-progress",
+           "--set", "train.threads=1"]
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    run_dir = tmp_path / "k.run"
+    deadline = time.time() + 120
+    while time.time() < deadline and ckpt_io.latest_checkpoint(run_dir) is None:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    killed_at = json.loads((run_dir / "latest.json").read_text())["step"]
+    assert 2 <= killed_at < 40
+    resumed = subprocess.run([*cmd, "--resume", "--steps", "6" if killed_at < 6 else str(killed_at + 2)],
+                             cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    log = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    starts = [r for r in log if r["event"] == "start"]
+    assert starts[-1]["step"] == killed_at and starts[-1]["resumed_from"]
+    assert read_card(out)["training"]["steps"] == max(6, killed_at + 2)
+
+
+def test_cli_stop_signal_to_the_process_group_checkpoints(dataset, tmp_path):
+    """SIGTERM to the whole group (GUI Stop, Ctrl+C) reaches loader workers too; the run still checkpoints."""
+    out = tmp_path / "s.safetensors"
+    cmd = [sys.executable, "-m", "stemgui", "train", "--dataset", str(dataset), "--preset", "l1", "--steps", "200",
+           "--segment", "0.5", "--batch-size", "1", "--out", str(out), "--model-channels", "4", "--depth", "3",
+           "--nfft", "64", "--checkpoint-every", "1000", "--valid-every", "1000", "--workers", "1",
+           "--no-progress", "--set", "train.threads=1", "--set", "train.log_every=1"]
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    log = tmp_path / "s.run" / "log.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (log.is_file() and '"event": "train"' in log.read_text()):
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err.decode()
+    assert "checkpoint saved" in err.decode()
+    step = json.loads((tmp_path / "s.run" / "latest.json").read_text())["step"]
+    assert 1 <= step < 200 and out.is_file()
+
+
+def test_validation_sdr_on_known_signals():
+    from stemgui.train.trainer import plain_sdr, source_sdr
+
+    ref = torch.randn(3, 2, 4000, generator=torch.Generator().manual_seed(0), dtype=torch.float64).float()
+    est = ref.clone()
+    est[0] *= 0.9  # error = 0.1·s -> 20 dB
+    est[1] = 0.0  # -> 0 dB
+    est[2] += 0.01 * ref[2].roll(5, -1)  # ~40 dB
+    values = source_sdr(ref, est)
+    assert values[0] == pytest.approx(20.0, abs=1e-3)
+    assert values[1] == pytest.approx(0.0, abs=1e-3)
+    assert values[2] == pytest.approx(40.0, abs=0.2)
+    assert plain_sdr(ref, est).tolist() == pytest.approx(values, abs=1e-3)
