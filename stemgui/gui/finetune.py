@@ -31,7 +31,6 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog
 
 from stemgui.errors import StemGUIError
 from stemgui.gui.finetune_log import D_TERMS, G_TERMS, MEAN_KEY, LogTail, TrainingHistory, summarize_failure
-from stemgui.gui.finetune_qtfix import guard_none_refcount
 from stemgui.gui.finetune_runs import (PRESETS, RunLock, RunPaths, RunState, TrainingBusyError, TrainRequest,
                                        active_training, busy_message, card_summary, check_name,
                                        export_latest_checkpoint, launch_command, pid_alive, resume_arguments)
@@ -75,7 +74,6 @@ class FineTunePanel(QWidget):
     POLL_MS = 400
 
     def __init__(self, parent: QWidget | None = None, settings: QSettings | None = None) -> None:
-        guard_none_refcount()  # PySide6 6.12 on Python 3.11 would abort a long training session (see module)
         super().__init__(parent)
         self.setObjectName("fineTunePanel")
         self._settings = settings if settings is not None else QSettings("StemGUI", "StemGUI")
