@@ -1,10 +1,15 @@
 """Separation speed and memory: our engine against the Demucs project's `apply_model`, same weights/settings.
 
-Each measurement runs in a fresh child process so peak RSS is that run's alone. Writes
-benchmarks/results/separate_speed.json. Run by hand (takes several minutes):
+Both get the same model weights, segment, overlap and shifts, and the same torch thread count. Each measurement
+runs in a fresh child process (so peak RSS is that run's alone) that first warms up on 2 s of audio, then
+times one whole separation: wall time, CPU time of all threads, and the 1-minute load average before and after
+(the machines we measure on are shared: a wall time means little without the load next to it). The two
+engines run interleaved (ours, demucs, demucs, ours, ...) `--repeats` times; medians are reported. The
+outputs are compared on their first and last minute (the whole output for inputs up to 2 minutes).
+Writes benchmarks/results/separate_speed.json. Run by hand (the 10-minute input takes a long time):
 
-    .venv/bin/python benchmarks/separate_speed.py                 # 60 s and 10 min, both engines
-    .venv/bin/python benchmarks/separate_speed.py --seconds 60    # quicker
+    .venv/bin/python benchmarks/separate_speed.py                          # 60 s and 10 min, both engines
+    .venv/bin/python benchmarks/separate_speed.py --seconds 60 --repeats 3
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -24,6 +30,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "separate_speed.json"
 SR = 44100
+COMPARE_SECONDS = 60  # compared at the start and at the end of the output
 
 
 def make_input(seconds: float, seed: int = 0) -> np.ndarray:
@@ -39,12 +46,11 @@ def make_input(seconds: float, seed: int = 0) -> np.ndarray:
     return wav
 
 
-def build_model(args_json: str):
+def build_model(spec: dict):
     import torch
 
     from stemgui.models.hdemucs import HDemucs
 
-    spec = json.loads(args_json)
     torch.manual_seed(0)
     model = HDemucs(spec["sources"], **spec["args"]).eval()
     if spec.get("weights"):
@@ -54,21 +60,30 @@ def build_model(args_json: str):
     return model
 
 
-def child(impl: str, seconds: float, args_json: str, segment: float, overlap: float, shifts: int,
-          out: str | None) -> dict:
+def child(opts: argparse.Namespace) -> dict:
+    """One timed separation in this (fresh) process; saves the compared parts of the output to `opts.out`."""
     import random
 
     import torch
 
-    model = build_model(args_json)
+    if opts.threads:
+        torch.set_num_threads(opts.threads)
+    threads = torch.get_num_threads()
+    spec = json.loads(opts.spec)
+    seconds = opts.seconds[0]
+    model = build_model(spec)
     mix = make_input(seconds)
-    started = time.perf_counter()
-    if impl == "ours":
+    warm = make_input(2.0, seed=1)
+    if opts.child == "ours":
         from stemgui.separate import SeparationSettings, Separator
 
-        settings = SeparationSettings(segment=segment, overlap=overlap, shifts=shifts, seed=7, batch_size=1,
-                                      device="cpu")
-        stems = Separator(model, settings).separate(mix)
+        settings = SeparationSettings(segment=opts.segment, overlap=opts.overlap, shifts=opts.shifts, seed=7,
+                                      batch_size=opts.batch_size, device="cpu")
+        separator = Separator(model, settings, workers=opts.workers)
+        separator.separate(warm)
+
+        def run() -> np.ndarray:
+            return separator.separate(mix)
     else:
         sys.path.insert(0, str(ROOT / "tests"))
         from reference import import_demucs
@@ -77,21 +92,32 @@ def child(impl: str, seconds: float, args_json: str, segment: float, overlap: fl
         from demucs.apply import apply_model
         from demucs.hdemucs import HDemucs as RefHDemucs
 
-        spec = json.loads(args_json)
         ref = RefHDemucs(spec["sources"], **spec["args"]).eval()
         ref.load_state_dict(model.state_dict())
         del model
-        random.seed(7)
-        started = time.perf_counter()
-        with torch.no_grad():
-            stems = apply_model(ref, torch.from_numpy(mix)[None], shifts=shifts, split=True, overlap=overlap,
-                                segment=segment)[0].numpy()
-    elapsed = time.perf_counter() - started
-    if out:
-        np.save(out, stems[..., : SR * 60])
+
+        def run() -> np.ndarray:
+            random.seed(7)
+            with torch.no_grad():
+                return apply_model(ref, torch.from_numpy(mix)[None], shifts=opts.shifts, split=True,
+                                   overlap=opts.overlap, segment=opts.segment)[0].numpy()
+
+        run_warm = apply_model(ref, torch.from_numpy(warm)[None], shifts=opts.shifts, split=True,
+                               overlap=opts.overlap, segment=opts.segment)
+        del run_warm
+    load_before = os.getloadavg()[0]
+    started, cpu_started = time.perf_counter(), time.process_time()
+    stems = run()
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+    load_after = os.getloadavg()[0]
+    n = SR * COMPARE_SECONDS
+    compared = stems if stems.shape[-1] <= 2 * n else np.concatenate([stems[..., :n], stems[..., -n:]], axis=-1)
+    np.save(opts.out, compared)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"impl": impl, "seconds_audio": seconds, "seconds_wall": round(elapsed, 2),
-            "rtf": round(elapsed / seconds, 4), "peak_rss_mb": round(peak_mb, 1)}
+    return {"impl": opts.child, "seconds_audio": seconds, "seconds_wall": round(elapsed, 2),
+            "seconds_cpu": round(cpu, 2), "rtf": round(elapsed / seconds, 4), "peak_rss_mb": round(peak_mb, 1),
+            "torch_threads": threads, "loadavg_1min_before": round(load_before, 2),
+            "loadavg_1min_after": round(load_after, 2)}
 
 
 def default_spec() -> dict:
@@ -106,52 +132,78 @@ def default_spec() -> dict:
             "name": "HDemucs channels=16 (random weights)"}
 
 
+def median(rows: list[dict], key: str) -> float:
+    return round(statistics.median(r[key] for r in rows), 3)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, nargs="+", default=[60, 600])
-    parser.add_argument("--segment", type=float, default=None, help="default: the model's segment")
+    parser.add_argument("--segment", type=float, default=10.0, help="seconds per segment, both engines (10)")
     parser.add_argument("--overlap", type=float, default=0.25)
     parser.add_argument("--shifts", type=int, default=0)
+    parser.add_argument("--repeats", type=int, nargs="+", default=[3, 1],
+                        help="timed runs per engine, per --seconds entry (last value repeats)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads in both engines (0: torch default)")
+    parser.add_argument("--batch-size", type=int, default=4, help="ours: segments in flight (engine default 4)")
+    parser.add_argument("--workers", type=int, default=None, help="ours: concurrent CPU segments (default: threads)")
     parser.add_argument("--impl", choices=("ours", "demucs", "both"), default="both")
+    parser.add_argument("--output", type=Path, default=RESULTS)
     parser.add_argument("--child", choices=("ours", "demucs"), help=argparse.SUPPRESS)
     parser.add_argument("--spec", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        result = child(args.child, args.seconds[0], args.spec, args.segment, args.overlap, args.shifts, args.out)
-        print(json.dumps(result))
+        print(json.dumps(child(args)))
         return
     spec = default_spec()
-    segment = args.segment or float(spec["args"].get("segment", 40.0))
     impls = ["ours", "demucs"] if args.impl == "both" else [args.impl]
-    runs = []
+    report = {"model": spec["name"], "args": spec["args"], "segment": args.segment, "overlap": args.overlap,
+              "shifts": args.shifts, "batch_size": args.batch_size, "workers": args.workers,
+              "threads": args.threads or __import__("torch").get_num_threads(), "cpu_count": os.cpu_count(),
+              "command": " ".join([Path(sys.executable).name, *sys.argv]), "runs": [],
+              "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
     with tempfile.TemporaryDirectory() as tmp:
-        for seconds in args.seconds:
-            outs = {}
-            row = {"seconds_audio": seconds}
+        for number, seconds in enumerate(args.seconds):
+            repeats = args.repeats[min(number, len(args.repeats) - 1)]
+            rows: dict[str, list[dict]] = {impl: [] for impl in impls}
+            outs: dict[str, str] = {}
+            for rep in range(repeats):
+                order = impls if rep % 2 == 0 else impls[::-1]
+                for impl in order:
+                    out = os.path.join(tmp, f"{impl}-{seconds}.npy")
+                    cmd = [sys.executable, __file__, "--child", impl, "--seconds", str(seconds), "--spec",
+                           json.dumps(spec), "--segment", str(args.segment), "--overlap", str(args.overlap),
+                           "--shifts", str(args.shifts), "--threads", str(args.threads),
+                           "--batch-size", str(args.batch_size), "--out", out]
+                    if args.workers:
+                        cmd += ["--workers", str(args.workers)]
+                    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+                    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+                    if proc.returncode:
+                        raise SystemExit(f"{impl} {seconds}s failed:\n{proc.stderr[-3000:]}")
+                    result = json.loads(proc.stdout.strip().splitlines()[-1])
+                    print(json.dumps(result), flush=True)
+                    rows[impl].append(result)
+                    outs[impl] = out
+            row: dict = {"seconds_audio": seconds, "repeats": repeats, "runs": rows}
             for impl in impls:
-                out = os.path.join(tmp, f"{impl}-{seconds}.npy")
-                cmd = [sys.executable, __file__, "--child", impl, "--seconds", str(seconds), "--spec",
-                       json.dumps(spec), "--segment", str(segment), "--overlap", str(args.overlap),
-                       "--shifts", str(args.shifts), "--out", out]
-                proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
-                if proc.returncode:
-                    raise SystemExit(f"{impl} {seconds}s failed:\n{proc.stderr[-3000:]}")
-                result = json.loads(proc.stdout.strip().splitlines()[-1])
-                print(json.dumps(result), flush=True)
-                row[impl] = result
-                outs[impl] = out
+                row[impl] = {key: median(rows[impl], key)
+                             for key in ("seconds_wall", "seconds_cpu", "rtf", "peak_rss_mb", "loadavg_1min_before")}
             if len(outs) == 2:
                 a, b = np.load(outs["ours"]), np.load(outs["demucs"])
-                row["max_abs_diff_first_60s"] = float(np.abs(a - b).max())
+                row["max_abs_diff"] = float(np.abs(a - b).max())
+                row["compared_seconds"] = round(a.shape[-1] / SR, 1)
                 row["time_ratio_ours_over_demucs"] = round(row["ours"]["seconds_wall"] / row["demucs"]["seconds_wall"], 3)
-            runs.append(row)
-    report = {"model": spec["name"], "args": spec["args"], "segment": segment, "overlap": args.overlap,
-              "shifts": args.shifts, "threads": __import__("torch").get_num_threads(), "cpu_count": os.cpu_count(),
-              "runs": runs, "date": time.strftime("%Y-%m-%d %H:%M:%S")}
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps(report, indent=2))
+                row["cpu_ratio_ours_over_demucs"] = round(row["ours"]["seconds_cpu"] / row["demucs"]["seconds_cpu"], 3)
+            print(json.dumps({k: v for k, v in row.items() if k != "runs"}), flush=True)
+            report["runs"].append(row)
+    report["finished"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    tmp_path = args.output.with_suffix(".json.tmp")
+    tmp_path.write_text(json.dumps(report, indent=2) + "\n")
+    os.replace(tmp_path, args.output)
+    print(f"wrote {args.output}")
 
 
 if __name__ == "__main__":

@@ -18,6 +18,8 @@ import os
 import random
 import threading
 import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -29,6 +31,7 @@ from torch import nn
 from stemgui.errors import Cancelled, StemGUIError
 
 MAX_SHIFT_SECONDS = 0.5
+MAX_INFLIGHT_SECONDS = 30.0  # audio seconds processed at once on a CPU (bounds the activation memory)
 
 
 @dataclass
@@ -148,6 +151,16 @@ class _Pass:
         self.base = origin  # original coordinate of out[..., 0]
 
 
+class _Done:
+    """An already computed result with the `result()` of a future (the single-worker path)."""
+
+    def __init__(self, value: torch.Tensor) -> None:
+        self.value = value
+
+    def result(self) -> torch.Tensor:
+        return self.value
+
+
 def transition_window(length: int, power: float = 1.0) -> torch.Tensor:
     """Triangle rising to 1 at the middle of a segment: neighbours cross-fade linearly at 25% overlap."""
     half = length // 2
@@ -159,9 +172,19 @@ class Separator:
     """A loaded model plus settings: separates waveforms and files, reporting progress, honouring cancel."""
 
     def __init__(self, model: nn.Module, settings: SeparationSettings | None = None, card: dict | None = None,
-                 model_path: str | os.PathLike | None = None) -> None:
+                 model_path: str | os.PathLike | None = None, *, workers: int | None = None) -> None:
+        """`workers`: segments computed concurrently on the CPU, one thread each (default: torch's thread count).
+
+        On a CPU, running whole segments in parallel single-threaded is several times faster than one segment
+        on all cores: the small convolutions and the LSTM steps of Hybrid Demucs spend most of a multi-threaded
+        run waiting at thread barriers (benchmarks/separate_speed.py measures it). Per-sample results do not
+        depend on it beyond float rounding.
+        """
         self.settings = settings or SeparationSettings()
         self.settings.validate()
+        if workers is not None and workers < 1:
+            raise StemGUIError(f"workers must be >= 1, got {workers}")
+        self.workers = workers
         self.card = dict(card or {})
         self.model_path = Path(model_path) if model_path else None
         self.device = pick_device(self.settings.device)
@@ -253,6 +276,26 @@ class Separator:
             jobs.extend(x[j] for x in per_pass if j < len(x))
         return passes, jobs
 
+    def _schedule(self, segment: float) -> tuple[int, int]:
+        """(concurrent workers, segments per forward). Off the CPU: one worker, the whole batch per forward.
+
+        On a CPU each worker runs one segment single-threaded, one worker per torch thread; the audio in
+        flight is capped at MAX_INFLIGHT_SECONDS because every segment holds its own activations (measured
+        40-60 MB per second of audio for channels 16-48), so a long segment falls back to one at a time.
+        """
+        if self.device.type != "cpu":
+            return 1, self.settings.batch_size
+        in_flight = max(1, min(self.settings.batch_size, int(MAX_INFLIGHT_SECONDS // max(segment, 1e-9))))
+        workers = max(1, min(self.workers or torch.get_num_threads(), in_flight))
+        return workers, (1 if workers > 1 else in_flight)
+
+    def _forward(self, inputs: torch.Tensor, threads: int | None = None) -> torch.Tensor:
+        """One batch through the model; `threads` (worker threads only) sets that thread's intra-op threads."""
+        if threads is not None and torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+        with torch.inference_mode():
+            return self.model(inputs.to(self.device)).float().cpu()
+
     def _run(self, mix: torch.Tensor, segment: float, progress: ProgressFn | None, cancel: CancelToken | None,
              on_chunk: ChunkFn | None, keep_output: bool) -> np.ndarray | None:
         s = self.settings
@@ -262,46 +305,72 @@ class Separator:
         passes, jobs = self._jobs(length, segment_length)
         window = transition_window(segment_length, s.transition_power)
         output = np.zeros((n_src, channels, length), dtype=np.float32) if keep_output else None
+        workers, per_forward = self._schedule(segment)
+        batches: list[list[_Job]] = []
+        index = 0
+        while index < len(jobs):
+            batch = [jobs[index]]
+            while (len(batch) < per_forward and index + len(batch) < len(jobs)
+                   and jobs[index + len(batch)].length == batch[0].length):
+                batch.append(jobs[index + len(batch)])
+            index += len(batch)
+            batches.append(batch)
         emitted = 0
         total_work = sum(j.length for j in jobs)
         done_work = 0
         started = time.perf_counter()
         next_start = [p.origin for p in passes]  # start of the next unprocessed job per pass
         remaining = [sum(1 for j in jobs if j.shift == i) for i in range(len(passes))]
-        index = 0
+        index = 0  # jobs consumed so far (in time order)
         if progress:
-            progress(Progress(0.0, None, f"separating on {self.device}"))
-        while index < len(jobs):
-            if cancel:
-                cancel.check()
-            batch = [jobs[index]]
-            while (len(batch) < s.batch_size and index + len(batch) < len(jobs)
-                   and jobs[index + len(batch)].length == batch[0].length):
-                batch.append(jobs[index + len(batch)])
-            index += len(batch)
-            inputs = torch.stack([self._slice(mix, j.start, j.start + j.length) for j in batch])
-            with torch.inference_mode():
-                estimates = self.model(inputs.to(self.device)).float().cpu()
-            for job, est in zip(batch, estimates):
-                self._accumulate(passes[job.shift], job, est, window)
-                remaining[job.shift] -= 1
-                done_work += job.length
-            for i, p in enumerate(passes):
-                following = [j for j in jobs[index:index + len(passes)] if j.shift == i]
-                next_start[i] = following[0].start if following and remaining[i] else length
-            frontier = min(max(0, min(next_start)), length)
-            if frontier > emitted:
-                region = self._finish(passes, mix, emitted, frontier)
-                if output is not None:
-                    output[..., emitted:frontier] = region
-                if on_chunk:
-                    on_chunk(emitted, frontier, region)
-                emitted = frontier
-            if progress:
-                elapsed = time.perf_counter() - started
-                frac = done_work / total_work
-                eta = elapsed * (1 - frac) / frac if frac > 0 else None
-                progress(Progress(frac, eta, ""))
+            progress(Progress(0.0, None, f"separating on {self.device}"
+                              + (f" ({workers} segments at a time)" if workers > 1 else "")))
+        pool = ThreadPoolExecutor(workers, thread_name_prefix="stemgui-separate") if workers > 1 else None
+        main_threads = torch.get_num_threads()
+        pending: deque = deque()
+        submitted = 0
+        try:
+            while submitted < len(batches) or pending:
+                while submitted < len(batches) and len(pending) < workers:
+                    if cancel:
+                        cancel.check()
+                    batch = batches[submitted]
+                    inputs = torch.stack([self._slice(mix, j.start, j.start + j.length) for j in batch])
+                    if pool is None:
+                        pending.append((batch, _Done(self._forward(inputs))))
+                    else:
+                        pending.append((batch, pool.submit(self._forward, inputs, 1)))
+                    submitted += 1
+                batch, future = pending.popleft()
+                estimates = future.result()
+                if cancel:
+                    cancel.check()
+                index += len(batch)
+                for job, est in zip(batch, estimates):
+                    self._accumulate(passes[job.shift], job, est, window)
+                    remaining[job.shift] -= 1
+                    done_work += job.length
+                del estimates
+                for i, p in enumerate(passes):
+                    following = [j for j in jobs[index:index + len(passes)] if j.shift == i]
+                    next_start[i] = following[0].start if following and remaining[i] else length
+                frontier = min(max(0, min(next_start)), length)
+                if frontier > emitted:
+                    region = self._finish(passes, mix, emitted, frontier)
+                    if output is not None:
+                        output[..., emitted:frontier] = region
+                    if on_chunk:
+                        on_chunk(emitted, frontier, region)
+                    emitted = frontier
+                if progress:
+                    elapsed = time.perf_counter() - started
+                    frac = done_work / total_work
+                    eta = elapsed * (1 - frac) / frac if frac > 0 else None
+                    progress(Progress(frac, eta, ""))
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+                torch.set_num_threads(main_threads)  # the workers' setting also changed torch's global default
         if emitted < length:  # only reachable for degenerate inputs; keep the contract anyway
             region = self._finish(passes, mix, emitted, length)
             if output is not None:

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from stemgui.models.spec import hybrid_inverse, hybrid_spectrogram
+from stemgui.models.spec import hybrid_inverse, hybrid_inverse_channels, hybrid_spectrogram
 
 __all__ = ["HDemucs"]
 
@@ -123,8 +123,10 @@ class LocalState(nn.Module):
         if self.ndecay:
             rates = torch.arange(1, self.ndecay + 1, device=x.device, dtype=x.dtype)
             decay_q = torch.sigmoid(self.query_decay(x).view(batch, heads, -1, length)) / 2
-            decay_kernel = -rates.view(-1, 1, 1) * delta.abs() / self.ndecay**0.5
-            scores = scores + torch.einsum("fkq,bhfq->bhkq", decay_kernel, decay_q)
+            # The decay kernels are rate_f·|k - q|: the sum over f factorises into |k - q| times one weight per
+            # query, an elementwise product instead of T small matrix products (same sum, reordered).
+            decay = (decay_q * rates.view(1, 1, -1, 1)).sum(dim=2) / self.ndecay**0.5  # (B, H, q)
+            scores = scores - delta.abs() * decay[:, :, None, :]
         eye = torch.eye(length, device=x.device, dtype=torch.bool)
         weights = torch.softmax(scores.masked_fill(eye, -100.0), dim=2)
 
@@ -187,9 +189,29 @@ class DConv(nn.Module):
             self.layers.append(nn.Sequential(*mods))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled():
+            for layer in self.layers:
+                x = x + layer(x)
+            return x
         for layer in self.layers:
-            x = x + layer(x)
+            x = self._infer_layer(layer, x).add_(x)
         return x
+
+    @staticmethod
+    def _infer_layer(layer: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+        """One residual branch without autograd: the LayerScale is folded into the last norm's affine.
+
+        scale·(a·σ(b)) = (scale·a)·σ(b), and `a` is an affine output of the GroupNorm, so multiplying the first
+        half of its weight and bias by the scale saves a full pass over the activations.
+        """
+        *head, norm, glu, scale = layer
+        for module in head:
+            x = module(x)
+        if not isinstance(norm, nn.GroupNorm) or not norm.affine:
+            return scale(glu(norm(x)))
+        factor = torch.cat([scale.scale, torch.ones_like(scale.scale)])
+        x = F.group_norm(x, norm.num_groups, norm.weight * factor, norm.bias * factor, norm.eps)
+        return F.glu(x, dim=1)
 
 
 def _dconv_over_freqs(dconv: nn.Module, y: torch.Tensor) -> torch.Tensor:
@@ -712,13 +734,17 @@ class HDemucs(nn.Module):
         assert not skips and not skips_t and not lengths_t
 
         n_src = len(self.sources)
-        x = x.view(batch, n_src, -1, freqs, frames) * std[:, None] + mean[:, None]
+        x = x.view(batch, n_src, -1, freqs, frames)
         on_mps = x.device.type == "mps"  # MPS has no complex tensors
-        if on_mps:
-            x = x.cpu()
-        out = self._ispec(self._channels_to_spec(z, x), length)
-        if on_mps:
-            out = out.to("mps")
+        if self.cac and not self.hybrid_old and not on_mps and not torch.is_grad_enabled():  # inference fast path
+            out = hybrid_inverse_channels(x, std.view(batch), mean.view(batch), length, self.nfft, self.hybrid)
+        else:
+            x = x * std[:, None] + mean[:, None]
+            if on_mps:
+                x = x.cpu()
+            out = self._ispec(self._channels_to_spec(z, x), length)
+            if on_mps:
+                out = out.to("mps")
         if self.hybrid:
             out = out + xt.view(batch, n_src, -1, length) * stdt[:, None] + meant[:, None]
         return out

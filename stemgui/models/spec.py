@@ -13,6 +13,8 @@ import math
 import torch
 from torch.nn import functional as F
 
+ISTFT_CHUNK_ELEMENTS = 1 << 21  # complex bins per torch.istft call (a ~10 s stereo spectrogram)
+
 
 def pad1d(x: torch.Tensor, left: int, right: int, mode: str = "constant") -> torch.Tensor:
     """`F.pad` that also reflect-pads signals shorter than the padding.
@@ -57,16 +59,15 @@ def istft(z: torch.Tensor, hop: int, length: int) -> torch.Tensor:
     flat = z.reshape(-1, freqs, frames)
     if flat.device.type == "mps":
         flat = flat.cpu()
-    x = torch.istft(
-        flat,
-        nfft,
-        hop,
-        window=torch.hann_window(nfft, device=flat.device, dtype=flat.real.dtype),
-        win_length=nfft,
-        normalized=True,
-        length=length,
-        center=True,
-    )
+    window = torch.hann_window(nfft, device=flat.device, dtype=flat.real.dtype)
+    # torch.istft holds several full-size temporaries (scaled copy, frames, windowed frames); a few rows at a
+    # time bound that memory without changing any value (rows are independent).
+    rows = max(1, ISTFT_CHUNK_ELEMENTS // max(1, freqs * frames))
+    parts = [
+        torch.istft(part, nfft, hop, window=window, win_length=nfft, normalized=True, length=length, center=True)
+        for part in flat.split(rows)
+    ]
+    x = parts[0] if len(parts) == 1 else torch.cat(parts)
     return x.view(*shape, length)
 
 
@@ -100,3 +101,32 @@ def hybrid_inverse(z: torch.Tensor, length: int, nfft: int, hybrid: bool = True,
         return istft(z, hop, frames_len)[..., :length]
     x = istft(z, hop, frames_len + 2 * pad)
     return x[..., pad : pad + length]
+
+
+def hybrid_inverse_channels(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, length: int, nfft: int,
+                            hybrid: bool = True) -> torch.Tensor:
+    """`hybrid_inverse` of a network output with real/imag as channels, un-standardised on the way.
+
+    x is (batch, ..., 2·C, F, T); the spectrogram is shift + scale·x with `scale`/`shift` shaped (batch,). The
+    values go in one pass straight into the buffer `torch.istft` reads, whose Nyquist bin and (hybrid) border
+    frames are zero. Same result as `hybrid_inverse(view_as_complex(...))` (hybrid_old is not handled here) with
+    three full-size copies, two fills and a multiply fewer (this step measured ~4x faster on one thread).
+    """
+    *lead, chans2, freqs, frames = x.shape
+    border = 2 if hybrid else 0
+    buf = x.new_empty(*lead, chans2 // 2, freqs + 1, frames + 2 * border, 2)
+    buf[..., freqs, :, :] = 0
+    if border:
+        buf[..., :freqs, :border, :] = 0
+        buf[..., :freqs, frames + border :, :] = 0
+    interior = buf[..., :freqs, border : border + frames, :]  # (..., C, F, T, 2)
+    src = x.view(*lead, chans2 // 2, 2, freqs, frames).movedim(-3, -1)
+    bshape = (-1,) + (1,) * (src.dim() - 1)
+    torch.addcmul(shift.reshape(bshape), src, scale.reshape(bshape), out=interior)
+    z = torch.view_as_complex(buf)  # (..., C, F + 1, T + 2·border)
+    hop = nfft // 4
+    if not hybrid:
+        return istft(z, hop, length)
+    pad = hop // 2 * 3
+    frames_len = hop * math.ceil(length / hop)
+    return istft(z, hop, frames_len + 2 * pad)[..., pad : pad + length]
