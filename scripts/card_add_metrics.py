@@ -1,0 +1,61 @@
+"""Write held-out scores from `stemgui evaluate` summaries into a model's JSON card (atomically).
+
+    .venv/bin/python scripts/card_add_metrics.py resources/models/default.json \
+        --summary runs/eval-default/summary.csv --system default \
+        --baselines runs/eval-oracle/summary.csv --test-set "20 synthetic songs, seed 1000" \
+        --notes notes.md
+
+The card keeps its weights hash; only `metrics` (and optionally `notes`) change.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+from pathlib import Path
+
+KEYS = ("SDR", "uSDR", "SI-SDR", "SIR", "SAR", "ISR")
+
+
+def read_summary(path: Path) -> dict[str, dict[str, dict[str, float]]]:
+    """{system: {source: {metric: value}}} from a summary.csv written by `stemgui evaluate`."""
+    table: dict[str, dict[str, dict[str, float]]] = {}
+    with open(path, newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            table.setdefault(row["system"], {})[row["source"]] = {
+                k: round(float(row[k]), 3) for k in KEYS if row.get(k) not in (None, "", "nan")}
+    return table
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("card", type=Path)
+    parser.add_argument("--summary", type=Path, required=True)
+    parser.add_argument("--system", required=True, help="the model's row name in the summary")
+    parser.add_argument("--baselines", type=Path, help="summary.csv with oracle systems (oracle-IRM, mixture)")
+    parser.add_argument("--test-set", required=True, help="what the held-out set is")
+    parser.add_argument("--notes", type=Path, help="a text file with listening notes for the card")
+    args = parser.parse_args()
+    card = json.loads(args.card.read_text(encoding="utf-8"))
+    ours = read_summary(args.summary)
+    if args.system not in ours:
+        raise SystemExit(f"{args.summary}: no rows for system '{args.system}' (have {', '.join(ours)})")
+    test = {"set": args.test_set, "aggregation": "median over 1 s frames, then median over tracks (SDR/SIR/SAR/ISR); "
+            "uSDR per track then median", "model": ours[args.system]}
+    if args.baselines:
+        test["baselines"] = {name: rows for name, rows in read_summary(args.baselines).items()}
+    card.setdefault("metrics", {})["test"] = test
+    per_source = [v["uSDR"] for k, v in ours[args.system].items() if k != "overall" and "uSDR" in v]
+    card["metrics"]["test_usdr_mean"] = round(sum(per_source) / len(per_source), 3)
+    if args.notes:
+        card["notes"] = args.notes.read_text(encoding="utf-8").strip()
+    tmp = args.card.with_name(f".{args.card.name}.tmp")
+    tmp.write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, args.card)
+    print(f"{args.card}: metrics.test written ({len(ours[args.system])} rows)")
+
+
+if __name__ == "__main__":
+    main()
