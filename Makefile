@@ -1,6 +1,7 @@
 # The two commands of the README: `make run` and `make test`.
 PY := .venv/bin/python
 SONG ?= resources/examples/example.wav
+MODEL ?=
 
 .PHONY: run test test-all setup setup-test bench
 
@@ -11,7 +12,7 @@ setup-test:
 	@scripts/setup.sh --test
 
 run: setup
-	$(PY) -m stemgui $(SONG)
+	$(PY) -m stemgui $(SONG) $(if $(MODEL),--model $(MODEL))
 
 test: setup-test
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q
