@@ -175,3 +175,17 @@ def test_bad_settings_are_rejected():
         Separator(ScaleModel(), SeparationSettings(overlap=1.5))
     with pytest.raises(StemGUIError, match="not available"):
         Separator(ScaleModel(), SeparationSettings(device="cuda"))
+
+
+def test_model_files_get_ordinary_permissions(tmp_path):
+    """Weights and card are readable like any file the user writes (umask), not 0600 temp-file leftovers."""
+    import os
+    import stat
+
+    from stemgui.models.card import card_path, save_model
+
+    path = save_model(ScaleModel(), tmp_path / "m.safetensors", {"name": "m"})
+    umask = os.umask(0)
+    os.umask(umask)
+    for f in (path, card_path(path)):
+        assert stat.S_IMODE(f.stat().st_mode) == 0o666 & ~umask

@@ -47,6 +47,9 @@ def _atomic_write_bytes(dest: Path, write) -> None:
     os.close(fd)
     try:
         write(Path(tmp))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # temp files are 0600; a model is as readable as any file the user writes
         os.replace(tmp, dest)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
