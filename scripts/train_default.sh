@@ -18,8 +18,15 @@ STEPS="${STEPS:-20000}"
 BATCH="${BATCH:-4}"
 SEGMENT="${SEGMENT:-2}"
 WORKERS="${WORKERS:-1}"
-THREADS="${THREADS:-1}"          # torch threads; 1 is ~7x faster than 2 on this shared 2-core box; 0 = torch default
-D_WARMUP="${D_WARMUP:-2000}"     # generator-only steps before the discriminator starts
+THREADS="${THREADS:-2}"          # torch threads (use 1 if other jobs share a 2-core machine); 0 = torch default
+D_WARMUP="${D_WARMUP:-1000}"     # generator-only steps before the discriminator starts
+# Generator optimizer for a short CPU budget: lr 1e-3 with Adam β(0.9, 0.999) instead of the seed study's
+# 3e-4 β(0.5, 0.9): over the same first 90 batches it had 3-5 % lower L1 and 5-10 % lower STFT loss, with
+# the gap growing (A/B with one seed, session 2). The discriminator keeps the seed study's 2e-4 β(0.5, 0.9).
+LR="${LR:-1e-3}"
+BETAS="${BETAS:-[0.9, 0.999]}"
+EMA="${EMA:-0.995}"              # EMA of G's weights; short runs need a short memory
+VALID_EVERY="${VALID_EVERY:-250}"
 SEED="${SEED:-42}"
 
 if [[ ! -d "$DATASET/train" ]]; then
@@ -46,8 +53,11 @@ exec "$PYTHON" -m stemgui train \
     --log "$RUN_DIR/log.jsonl" \
     --model-channels 16 --depth 6 --nfft 4096 \
     --d-warmup-steps "$D_WARMUP" \
-    --checkpoint-every 200 \
-    --valid-every 1000 \
+    --checkpoint-every 100 \
+    --valid-every "$VALID_EVERY" \
+    --lr "$LR" \
+    --set "optim.betas=$BETAS" \
+    --set "optim.ema_decay=$EMA" \
     --workers "$WORKERS" \
     --seed "$SEED" \
     --set "train.threads=$THREADS" \
