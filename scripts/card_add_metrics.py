@@ -29,6 +29,25 @@ def read_summary(path: Path) -> dict[str, dict[str, dict[str, float]]]:
     return table
 
 
+def training_history(log: Path, last: int = 100) -> dict:
+    """Mean of each loss over the last `last` logged steps, and every validation result, from a run's log."""
+    train, valid = [], []
+    for line in log.read_text(encoding="utf-8").splitlines():
+        record = json.loads(line)
+        if record.get("event") == "train":
+            train.append(record)
+        elif record.get("event") == "valid":
+            valid.append(record)
+    final_step = train[-1]["step"] if train else 0
+    recent = [r for r in train if r["step"] > final_step - last]
+    names = sorted({k for r in recent for k in r} & {"l1", "stft", "stft_sc", "stft_mag", "adv", "fm", "d_loss",
+                                                      "d_real", "d_fake", "loss"})
+    final = {k: round(sum(r[k] for r in recent if k in r) / max(1, sum(k in r for r in recent)), 5) for k in names}
+    history = [{k: v for k, v in r.items() if k not in ("time", "event")} for r in valid]
+    return {"final_losses": {"steps": f"{max(0, final_step - last) + 1}-{final_step}", **final},
+            "validation_history": history}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("card", type=Path)
@@ -37,6 +56,8 @@ def main() -> None:
     parser.add_argument("--baselines", type=Path, help="summary.csv with oracle systems (oracle-IRM, mixture)")
     parser.add_argument("--test-set", required=True, help="what the held-out set is")
     parser.add_argument("--notes", type=Path, help="a text file with listening notes for the card")
+    parser.add_argument("--log", type=Path, help="the run's log.jsonl: adds final losses and the validation history")
+    parser.add_argument("--listen", type=Path, help="listen.json from scripts/listen_report.py (real songs)")
     args = parser.parse_args()
     card = json.loads(args.card.read_text(encoding="utf-8"))
     ours = read_summary(args.summary)
@@ -49,6 +70,10 @@ def main() -> None:
     card.setdefault("metrics", {})["test"] = test
     per_source = [v["uSDR"] for k, v in ours[args.system].items() if k != "overall" and "uSDR" in v]
     card["metrics"]["test_usdr_mean"] = round(sum(per_source) / len(per_source), 3)
+    if args.log:
+        card.setdefault("training", {}).update(training_history(args.log))
+    if args.listen:
+        card["metrics"]["real_songs"] = json.loads(args.listen.read_text(encoding="utf-8"))["songs"]
     if args.notes:
         card["notes"] = args.notes.read_text(encoding="utf-8").strip()
     tmp = args.card.with_name(f".{args.card.name}.tmp")
