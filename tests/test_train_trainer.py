@@ -236,3 +236,24 @@ def test_validation_sdr_on_known_signals():
     assert values[1] == pytest.approx(0.0, abs=1e-3)
     assert values[2] == pytest.approx(40.0, abs=0.2)
     assert plain_sdr(ref, est).tolist() == pytest.approx(values, abs=1e-3)
+
+
+def test_rms_warmup_replaces_l1_for_the_first_steps(dataset, tmp_path):
+    """loss.rms_warmup_steps: the G objective's waveform term is the RMS error first, then L1; the card says so."""
+    cfg = tiny_config(dataset, tmp_path / "w.safetensors", preset="l1", steps=3, batch=2)
+    cfg.loss.rms_warmup_steps = 2
+    trainer = Trainer(cfg)
+    from stemgui.train.data import SegmentDataset
+
+    data = SegmentDataset(trainer.train_tracks, trainer.sources, cfg, length=2)
+    mix = torch.stack([data[i][0] for i in range(2)])
+    stems = torch.stack([data[i][1] for i in range(2)])
+    records = []
+    for _ in range(3):
+        records.append(trainer.train_step(mix, stems))  # advances trainer.step
+    assert "rms_error" in records[0] and "rms_error" in records[1] and "rms_error" not in records[2]
+    assert records[0]["loss"] == pytest.approx(records[0]["rms_error"], rel=1e-5)  # the whole l1-preset loss
+    assert records[2]["loss"] == pytest.approx(records[2]["l1"], rel=1e-5)
+    assert records[0]["rms_error"] > records[0]["l1"]  # RMS >= mean |error| always
+    model_path = trainer.export()
+    assert load_model(model_path)[1]["training"]["losses"]["rms_warmup_steps"] == 2

@@ -81,6 +81,11 @@ class LossConfig:
 
     preset: str = "l1+stft+gan"
     l1: float = 1.0
+    # For the first N steps the waveform term is the RMS error instead of the mean absolute error. From a random
+    # start, L1 (whose optimum under uncertainty is the conditional median, often 0) drives the outputs towards
+    # silence and stays there for thousands of small-batch steps; the RMS error rewards the conditional mean, so
+    # coarse separation (a low band for bass, ...) is learned first. Same units as L1, so the weights still fit.
+    rms_warmup_steps: int = 0
     stft: float = 0.01  # the seed study's hint: 0.01 relative to MAE 1
     stft_sc: float = 1.0  # spectral convergence share of the STFT loss
     stft_mag: float = 1.0  # log-magnitude share

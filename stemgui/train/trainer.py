@@ -390,7 +390,12 @@ class Trainer:
         self.opt_g.zero_grad(set_to_none=True)
         w = cfg.loss
         l1 = l1_loss(estimate, stems)
-        total = w.l1 * l1
+        if step < w.rms_warmup_steps:
+            rms_error = (estimate - stems).square().mean().add(1e-12).sqrt()
+            total = w.l1 * rms_error
+            record["rms_error"] = float(rms_error.detach())
+        else:
+            total = w.l1 * l1
         record["l1"] = float(l1.detach())
         if cfg.use_stft:
             sc, mag = self.stft.terms(estimate, stems)
@@ -471,6 +476,8 @@ class Trainer:
         model = self.ema.shadow if self.ema is not None else self.G
         cfg = self.cfg
         losses = {"l1": cfg.loss.l1}
+        if cfg.loss.rms_warmup_steps:
+            losses["rms_warmup_steps"] = cfg.loss.rms_warmup_steps
         if cfg.use_stft:
             losses.update(stft=cfg.loss.stft, stft_resolutions=cfg.loss.stft_resolutions)
         if cfg.use_gan:
