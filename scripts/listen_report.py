@@ -98,7 +98,8 @@ def figure(path: Path, mixture: np.ndarray, stems: np.ndarray, sources: list[str
         extent = (t0, t0 + mel.shape[1] * 512 / rate, 0, mel.shape[0])
         axes[i, 0].imshow(mel, origin="lower", aspect="auto", cmap="magma", vmin=top - 80, vmax=top, extent=extent)
         axes[i, 0].set_ylabel(f"{name}\nmel band", fontsize=9)
-        axes[i, 1].plot(times, mix_levels, color="0.7", lw=1, label="mixture")
+        if i:
+            axes[i, 1].plot(times, mix_levels, color="0.7", lw=1, label="mixture")
         axes[i, 1].plot(times, frame_levels(wav, rate), color="C3" if i else "0.3", lw=1, label=name)
         axes[i, 1].set_ylim(-80, 0)
         axes[i, 1].set_ylabel("dBFS", fontsize=9)
