@@ -257,3 +257,44 @@ def test_rms_warmup_replaces_l1_for_the_first_steps(dataset, tmp_path):
     assert records[0]["rms_error"] > records[0]["l1"]  # RMS >= mean |error| always
     model_path = trainer.export()
     assert load_model(model_path)[1]["training"]["losses"]["rms_warmup_steps"] == 2
+
+
+def test_validation_leaves_silent_excerpts_out_of_a_source_mean(dataset, tmp_path, monkeypatch):
+    """uSDR against a silent reference is -(tens of dB) for any output; it must not swamp the validation mean."""
+    import stemgui.train.trainer as trainer_module
+
+    gen = torch.Generator().manual_seed(1)
+    refs = [torch.randn(4, 2, 2000, generator=gen) for _ in range(2)]
+    refs[0][1] = 0.0  # source 1 silent in the first excerpt
+    refs[0][3] = refs[1][3] = 0.0  # source 3 silent in both
+
+    class Items:
+        def __init__(self, *args):
+            pass
+
+        def __len__(self):
+            return 2
+
+        def __getitem__(self, index):
+            return refs[index].sum(0), refs[index]
+
+    class Outputs(torch.nn.Module):
+        """0.9 x the reference (20 dB) plus a little noise everywhere, even where the reference is silent."""
+
+        def __init__(self):
+            super().__init__()
+            self.calls = 0
+
+        def forward(self, mix):
+            out = 0.9 * refs[self.calls] + 1e-3
+            self.calls += 1
+            return out[None]
+
+    cfg = tiny_config(dataset, tmp_path / "v.safetensors", preset="l1", steps=1, batch=2)
+    trainer = Trainer(cfg)
+    monkeypatch.setattr(trainer_module, "ValidationDataset", Items)
+    trainer.ema, trainer.G = None, Outputs()
+    result = trainer.validate()["valid_sdr"]
+    assert result["drums"] == pytest.approx(20.0, abs=0.1)
+    assert result["bass"] == pytest.approx(20.0, abs=0.1)  # the silent excerpt is left out
+    assert result["vocals"] < -20  # silent in every excerpt: the plain mean, still reported

@@ -100,6 +100,12 @@ def source_dims(model_class, sources: list[str], args: dict[str, Any]) -> dict[s
     return dims
 
 
+# Excerpts where a source is silent (below -80 dBFS) are left out of its validation mean: uSDR against silence
+# is 10·log10(eps / error energy), tens of dB below zero for any output at all, and a few silent excerpts (a
+# verse without drums) would otherwise swamp the mean and hide real progress.
+SILENT_POWER = 1e-8
+
+
 def source_sdr(reference: torch.Tensor, estimate: torch.Tensor) -> list[float]:
     """Per-source SDR in dB: the eval module's uSDR (MDX) when present, else the same formula here."""
     try:
@@ -447,15 +453,20 @@ class Trainer:
         model.eval()
         dataset = ValidationDataset(self.valid_tracks, self.sources, self.cfg)
         per_source: list[list[float]] = [[] for _ in self.sources]
+        everything: list[list[float]] = [[] for _ in self.sources]
         for index in range(len(dataset)):
             mix, stems = dataset[index]
             with self._autocast():
                 estimate = model(mix[None].to(self.device))[0].float().cpu()
             values = source_sdr(stems, estimate)
+            audible = stems.float().square().mean(dim=tuple(range(1, stems.dim()))) > SILENT_POWER
             for i, v in enumerate(values):
-                per_source[i].append(v)
+                everything[i].append(v)
+                if audible[i]:
+                    per_source[i].append(v)
         model.train(was_training)
-        sdr = {name: round(float(np.mean(v)), 4) for name, v in zip(self.sources, per_source)}
+        sdr = {name: round(float(np.mean(v or every)), 4)  # a source silent everywhere: plain mean
+               for name, v, every in zip(self.sources, per_source, everything)}
         return {"valid_sdr": sdr, "valid_sdr_mean": round(float(np.mean(list(sdr.values()))), 4),
                 "valid_tracks": len(dataset), "valid_step": self.step}
 
