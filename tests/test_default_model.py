@@ -42,3 +42,4 @@ def test_separates_the_example_song_better_than_the_mixture_for_every_stem():
     mixture_sdr = usdr(truth, np.broadcast_to(mix, truth.shape))
     for name, ours, baseline in zip(sep.sources, model_sdr, mixture_sdr):
         assert ours > baseline, f"{name}: model {ours:.2f} dB <= mixture {baseline:.2f} dB"
+        assert ours > 0.5, f"{name}: model {ours:.2f} dB: no better than silence, not a separator"
