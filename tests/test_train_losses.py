@@ -86,6 +86,24 @@ def test_silent_target_stays_bounded(signal):
     assert torch.isfinite(estimate.grad).all() and estimate.grad.abs().max() < 1.0
 
 
+def _terms_through_autograd(loss, estimate, target):
+    """The MR-STFT terms written plainly, differentiated by autograd: the reference for the hand-formed gradient."""
+    from stemgui.train.losses import _bin_noise, stft_magnitude
+
+    sc_total, mag_total = 0.0, 0.0
+    for fft, hop, win in loss.resolutions:
+        est = stft_magnitude(estimate, fft, hop, win)
+        ref = stft_magnitude(target, fft, hop, win)
+        bin_noise = _bin_noise(win)
+        floor_sq = (loss.sc_floor * bin_noise) ** 2 * ref.shape[1] * ref.shape[2]
+        diff = torch.linalg.vector_norm(ref - est, dim=(1, 2))
+        norm = (torch.linalg.vector_norm(ref, dim=(1, 2)).square() + floor_sq).sqrt()
+        sc_total = sc_total + (diff / norm).mean()
+        low = loss.log_floor * bin_noise
+        mag_total = mag_total + (ref.clamp_min(low).log() - est.clamp_min(low).log()).abs().mean()
+    return sc_total / len(loss.resolutions), mag_total / len(loss.resolutions)
+
+
 def test_fast_stft_gradient_matches_autograd_formulation():
     """The hand-formed gradient equals autograd through |STFT| (odd lengths, silent sources, odd chunking)."""
     torch.manual_seed(3)
@@ -97,7 +115,7 @@ def test_fast_stft_gradient_matches_autograd_formulation():
         slow = fast.detach().clone().requires_grad_()
         sc, mag = loss.terms(fast, target)
         (0.3 * sc + 0.7 * mag).backward()
-        sc_ref, mag_ref = loss.terms_autograd(slow, target)
+        sc_ref, mag_ref = _terms_through_autograd(loss, slow, target)
         (0.3 * sc_ref + 0.7 * mag_ref).backward()
         assert abs(sc.item() - sc_ref.item()) < 1e-5 * max(1.0, sc_ref.item())
         assert abs(mag.item() - mag_ref.item()) < 1e-5 * max(1.0, mag_ref.item())
