@@ -36,6 +36,12 @@ D_WARMUP="${D_WARMUP:-1500}"     # generator-only steps before the discriminator
 # (and 3e-4 β(0.5, 0.9), 1e-3 and 3e-3 with L1 followed the same near-silent loss curve for 80-200 steps).
 # The discriminator keeps the seed study's 2e-4 β(0.5, 0.9).
 LR="${LR:-1e-2}"
+# Then a half-cosine decay of G's rate from LR at DECAY_START to LR * LR_MIN_RATIO at the last step (STEPS):
+# a rate that lets a fresh model find the sources is too coarse for the details (optim.lr_decay). LR_DECAY=none
+# keeps it constant. Continuing a finished run with a larger STEPS restarts the cosine from where it stands.
+LR_DECAY="${LR_DECAY:-cosine}"
+DECAY_START="${DECAY_START:-1000}"
+LR_MIN_RATIO="${LR_MIN_RATIO:-0.05}"
 RMS_WARMUP="${RMS_WARMUP:-1000}"
 BETAS="${BETAS:-[0.9, 0.999]}"
 EMA="${EMA:-0.99}"               # EMA of G's weights; a fast-moving short run needs a short memory
@@ -72,6 +78,9 @@ exec "$PYTHON" -m stemgui train \
     --lr "$LR" \
     --set "optim.betas=$BETAS" \
     --set "optim.ema_decay=$EMA" \
+    --set "optim.lr_decay=$LR_DECAY" \
+    --set "optim.decay_start=$DECAY_START" \
+    --set "optim.lr_min_ratio=$LR_MIN_RATIO" \
     --set "loss.rms_warmup_steps=$RMS_WARMUP" \
     --workers "$WORKERS" \
     --seed "$SEED" \

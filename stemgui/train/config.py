@@ -19,6 +19,7 @@ from typing import Any
 
 from stemgui import SOURCES
 from stemgui.errors import ConfigError
+from stemgui.train.schedule import LR_DECAYS
 
 PRESETS = ("l1", "l1+stft", "l1+stft+gan")
 DATA_FORMATS = ("auto", "musdb", "stem-mp4", "mir1k", "folder")
@@ -127,6 +128,9 @@ class OptimConfig:
     grad_clip: float = 10.0  # 0 = off
     d_grad_clip: float = 1.0
     warmup_steps: int = 0  # linear LR warm-up of G
+    lr_decay: str = "none"  # "cosine": G's rate falls from lr at decay_start to lr * lr_min_ratio at the last step
+    decay_start: int = 0
+    lr_min_ratio: float = 0.05
     ema_decay: float = 0.999  # 0 = no EMA
     amp: str = "auto"  # auto: bf16 on CUDA that supports it, off on CPU
 
@@ -256,6 +260,9 @@ class Config:
         _check(0 <= o.ema_decay < 1, f"optim.ema_decay must be in [0, 1), not {o.ema_decay}")
         _check(o.amp in AMP_MODES, f"optim.amp must be one of {', '.join(AMP_MODES)}, not '{o.amp}'")
         _check(o.warmup_steps >= 0, "optim.warmup_steps must be >= 0")
+        _check(o.lr_decay in LR_DECAYS, f"optim.lr_decay must be one of {', '.join(LR_DECAYS)}, not '{o.lr_decay}'")
+        _check(o.decay_start >= 0, f"optim.decay_start must be >= 0, not {o.decay_start}")
+        _check(0 <= o.lr_min_ratio <= 1, f"optim.lr_min_ratio must be in [0, 1], not {o.lr_min_ratio}")
         _check(ft.lr > 0, "finetune.lr must be positive")
         _check(ft.freeze_encoder >= 0, "finetune.freeze_encoder must be >= 0")
         _check(t.steps >= 1, f"train.steps must be >= 1, not {t.steps}")

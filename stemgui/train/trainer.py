@@ -34,6 +34,7 @@ from stemgui.train.distributed import (DistEnv, any_rank, average_gradients, bar
 from stemgui.train.ema import EMA
 from stemgui.train.losses import (MultiResolutionSTFTLoss, discriminator_loss, feature_matching_loss,
                                   generator_adversarial_loss, l1_loss)
+from stemgui.train.schedule import learning_rate
 
 
 class TrainingDiverged(StemGUIError):
@@ -357,13 +358,17 @@ class Trainer:
         params = [p for p in params if p.grad is not None]
         return torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm > 0 else float("inf"))
 
+    def _lr_at(self, step: int) -> float:
+        o = self.cfg.optim
+        return learning_rate(self.lr, step, total_steps=self.cfg.train.steps, warmup_steps=o.warmup_steps,
+                             decay=o.lr_decay, decay_start=o.decay_start, min_ratio=o.lr_min_ratio)
+
     def train_step(self, mix: torch.Tensor, stems: torch.Tensor) -> dict[str, float]:
         cfg = self.cfg
         step = self.step
         mix = mix.to(self.device, non_blocking=True)
         stems = stems.to(self.device, non_blocking=True)
-        warm = cfg.optim.warmup_steps
-        lr = self.lr * min(1.0, (step + 1) / warm) if warm else self.lr
+        lr = self._lr_at(step)
         for group in self.opt_g.param_groups:
             group["lr"] = lr
         record: dict[str, float] = {"lr": lr}
@@ -507,7 +512,11 @@ class Trainer:
                 "steps": self.step,
                 "batch_size": cfg.train.batch_size,
                 "optimizer": {"lr": self.lr, "betas": cfg.optim.betas, "d_lr": cfg.optim.d_lr,
-                              "ema_decay": cfg.optim.ema_decay},
+                              "ema_decay": cfg.optim.ema_decay,
+                              **({"lr_decay": cfg.optim.lr_decay, "decay_start": cfg.optim.decay_start,
+                                  "lr_min_ratio": cfg.optim.lr_min_ratio,
+                                  "lr_final": self._lr_at(max(self.step - 1, 0))}
+                                 if cfg.optim.lr_decay != "none" else {})},
                 "wall_time_s": round(self.wall_time, 1),
                 "world_size": self.env.world_size,
                 "device": str(self.device),
