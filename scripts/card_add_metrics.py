@@ -64,7 +64,7 @@ def main() -> None:
     if args.system not in ours:
         raise SystemExit(f"{args.summary}: no rows for system '{args.system}' (have {', '.join(ours)})")
     test = {"set": args.test_set, "aggregation": "median over 1 s frames, then median over tracks (SDR/SIR/SAR/ISR); "
-            "uSDR per track then median", "model": ours[args.system]}
+            "uSDR and SI-SDR: mean over tracks", "model": ours[args.system]}
     if args.baselines:
         test["baselines"] = {name: rows for name, rows in read_summary(args.baselines).items()}
     card.setdefault("metrics", {})["test"] = test

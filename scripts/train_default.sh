@@ -11,9 +11,11 @@
 # step costs 1.7x less (benchmarks/train_speed.py --channels 8: 1.8 vs 3.0 s for l1+stft, 2 threads), and it
 # separates about twice as fast. CHANNELS=16 (9.3 M parameters) is the choice for a longer run.
 #
-# The bundled model (card: resources/models/default.json) was made with exactly this script: run with defaults
-# and stopped (SIGTERM) at step 1,002, resumed with D_WARMUP=1002 so the discriminator started there, and
-# stopped at step 1,337; then scored with `stemgui evaluate` and scripts/card_add_metrics.py.
+# The bundled model (card: resources/models/default.json) was made with exactly this script, in steps (each a
+# SIGTERM, which checkpoints, then the same command again): run with defaults and LR_DECAY=none to step 1,002;
+# resumed with D_WARMUP=1002 LR_DECAY=none (the discriminator starts there) to step 1,417; resumed with STEPS=3300
+# DECAY_START=1417 (cosine from 1e-2 to 5e-4) to the end; then scored with `stemgui evaluate`,
+# scripts/listen_report.py and scripts/card_add_metrics.py.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

@@ -25,6 +25,7 @@ def test_registry_lists_the_default_first_with_its_card():
     for key in ("preset", "steps", "data"):
         assert key in training, key
     assert "test" in card["metrics"], "the card must state the held-out SDR"
+    assert f"held-out uSDR {card['metrics']['test_usdr_mean']:.2f} dB" in first.summary
 
 
 def test_separates_the_example_song_better_than_the_mixture_for_every_stem():

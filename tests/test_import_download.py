@@ -358,3 +358,11 @@ def test_cancel_keeps_partial_for_resume(server, tmp_path: Path) -> None:
     assert 0 < part_path(dest).stat().st_size < len(PAYLOAD)
     download(f"{server.url}/f", dest, sha256=DIGEST)
     assert dest.read_bytes() == PAYLOAD
+
+
+def test_headline_score_says_what_it_was_measured_on() -> None:
+    from stemgui.models.card import headline_score
+
+    assert headline_score({"metrics": {"test_usdr_mean": 2.449, "valid_sdr_mean": 2.2}}) == "held-out uSDR 2.45 dB"
+    assert headline_score({"metrics": {"valid_sdr_mean": 2.2}}) == "validation SDR 2.20 dB"
+    assert headline_score({"metrics": {}}) is None and headline_score({}) is None

@@ -9,6 +9,8 @@ from typing import Sequence
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, QFileDialog, QFormLayout,
                                QGroupBox, QHBoxLayout, QLineEdit, QMessageBox, QPushButton, QVBoxLayout, QWidget)
 
+from stemgui.models.card import headline_score
+
 AUDIO_FILTER = "Audio files (*.wav *.flac *.ogg *.oga *.mp3 *.m4a *.aac *.opus *.mp4 *.aiff *.aif);;All files (*)"
 
 
@@ -155,10 +157,9 @@ def card_html(card: dict) -> str:
         lines.append("Stems: " + ", ".join(sources))
     if card.get("parameters"):
         lines.append(f"{card['parameters'] / 1e6:.1f} M parameters")
-    metrics = card.get("metrics") or {}
-    sdr = metrics.get("test_usdr_mean") or metrics.get("valid_sdr_mean") or metrics.get("sdr")
-    if sdr is not None:
-        lines.append(f"SDR {float(sdr):.2f} dB")
+    score = headline_score(card)
+    if score:
+        lines.append(score)
     training = card.get("training") or {}
     if isinstance(training, dict):
         for key in ("dataset", "preset", "steps", "note"):

@@ -105,6 +105,17 @@ def read_card(path: str | os.PathLike) -> dict[str, Any]:
     return card
 
 
+def headline_score(card: dict[str, Any]) -> str | None:
+    """The one score to show next to a model's name, saying what it was measured on: the held-out test mean
+    uSDR when the card has one, else the last validation SDR (a trainer's own estimate), else nothing."""
+    metrics = card.get("metrics") or {}
+    for key, label in (("test_usdr_mean", "held-out uSDR"), ("valid_sdr_mean", "validation SDR"),
+                       ("sdr", "SDR")):
+        if metrics.get(key) is not None:
+            return f"{label} {float(metrics[key]):.2f} dB"
+    return None
+
+
 def build_model(card: dict[str, Any]) -> nn.Module:
     """An untrained model with the architecture the card describes."""
     arch = card["architecture"]

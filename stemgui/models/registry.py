@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from stemgui.errors import ModelError
-from stemgui.models.card import card_path, read_card, weights_path
+from stemgui.models.card import card_path, headline_score, read_card, weights_path
 from stemgui.paths import resources_dir, user_models_dir
 
 DEFAULT_NAME = "default"
@@ -27,14 +27,13 @@ class ModelEntry:
 
     @property
     def summary(self) -> str:
-        metrics = self.card.get("metrics") or {}
-        sdr = metrics.get("test_usdr_mean") or metrics.get("valid_sdr_mean")
+        score = headline_score(self.card)
         origin = "bundled" if self.bundled else "user"
         parts = [f"{self.name} ({origin})", ", ".join(self.card.get("sources", []))]
         if self.card.get("parameters"):
             parts.append(f"{self.card['parameters'] / 1e6:.1f} M params")
-        if sdr is not None:
-            parts.append(f"SDR {float(sdr):.2f} dB")
+        if score:
+            parts.append(score)
         return " | ".join(parts)
 
 
