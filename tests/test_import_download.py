@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import random
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -161,9 +162,14 @@ def test_other_architectures_are_refused(tmp_path: Path) -> None:
 
 
 def test_garbage_and_missing_files_are_clear_errors(tmp_path: Path) -> None:
-    (tmp_path / "junk.th").write_bytes(os.urandom(2000))
-    with pytest.raises(ModelError, match=r"junk\.th: not a readable PyTorch checkpoint"):
-        import_checkpoint(tmp_path / "junk.th")
+    rng = random.Random(7)  # many fixed garbage files: the unpickler fails in many ways on random bytes
+    for i in range(300):
+        junk = rng.randbytes(2000)
+        if i % 3 == 1:
+            junk = b"\x80\x02" + junk  # a pickle protocol header, so the bytes reach the unpickler's opcodes
+        (tmp_path / "junk.th").write_bytes(junk)
+        with pytest.raises(ModelError, match=r"junk\.th: not a readable PyTorch checkpoint"):
+            import_checkpoint(tmp_path / "junk.th")
     (tmp_path / "empty.pt").write_bytes(b"")
     with pytest.raises(ModelError, match=r"empty\.pt"):
         import_checkpoint(tmp_path / "empty.pt")
@@ -267,7 +273,7 @@ def server():
     thread.join(timeout=5)
 
 
-PAYLOAD = os.urandom(300_000)
+PAYLOAD = random.Random(3).randbytes(300_000)
 DIGEST = hashlib.sha256(PAYLOAD).hexdigest()
 
 
