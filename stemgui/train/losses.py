@@ -61,8 +61,9 @@ class MultiResolutionSTFTLoss(nn.Module):
         """(spectral convergence, log magnitude), each averaged over resolutions.
 
         Values and gradients are those of the plain autograd formulation through `stft_magnitude` (the tests
-        hold the two together), but the gradient is formed by hand (`_STFTLossTerms`): autograd through |STFT| walks a dozen full-size complex
-        intermediates and torch.stft's strided-view backward, which made this loss 3x the cost of the generator.
+        hold the two together), but the gradient is formed by hand (`_STFTLossTerms`): autograd through |STFT|
+        walks a dozen full-size complex intermediates and torch.stft's strided-view backward, which made this
+        loss 3x the cost of the generator.
         """
         flat = estimate.reshape(-1, estimate.shape[-1]).float()
         ref_flat = target.detach().reshape(-1, target.shape[-1]).float()
