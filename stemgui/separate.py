@@ -28,6 +28,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from stemgui.devices import pick_device
+from stemgui.models.bag import is_bag
 from stemgui.errors import Cancelled, StemGUIError
 
 MAX_SHIFT_SECONDS = 0.5
@@ -106,25 +108,6 @@ ProgressFn = Callable[[Progress], None]
 ChunkFn = Callable[[int, int, np.ndarray], None]
 
 
-def pick_device(requested: str = "auto") -> torch.device:
-    """`auto` prefers CUDA, then Apple MPS, then the CPU; an unavailable explicit choice is an error."""
-    requested = (requested or "auto").lower()
-    if requested == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if requested.startswith("cuda") and not torch.cuda.is_available():
-        raise StemGUIError(f"device '{requested}' is not available (no CUDA GPU found)")
-    if requested == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise StemGUIError("device 'mps' is not available (needs Apple silicon and a Metal-enabled torch)")
-    try:
-        return torch.device(requested)
-    except RuntimeError:
-        raise StemGUIError(f"unknown device '{requested}' (use auto, cpu, cuda, cuda:N or mps)") from None
-
-
 def is_out_of_memory(exc: BaseException) -> bool:
     """True for a device (or host) allocation failure, whatever the backend calls it."""
     if isinstance(exc, torch.OutOfMemoryError):
@@ -135,17 +118,19 @@ def is_out_of_memory(exc: BaseException) -> bool:
 
 @dataclass
 class _Job:
-    shift: int  # index of the shifted pass
+    shift: int  # index of the pass (one per member and shift)
     start: int  # start in original-signal coordinates (may be negative inside the shift padding)
     length: int
 
 
 class _Pass:
-    """One shifted pass: its own overlap-add accumulator over the not-yet-final region."""
+    """One member's shifted pass: its own overlap-add accumulator over the not-yet-final region."""
 
-    def __init__(self, origin: int, end: int) -> None:
+    def __init__(self, origin: int, end: int, member: int = 0, segment_length: int = 0) -> None:
         self.origin = origin  # original coordinate of this pass's first sample
         self.end = end  # original coordinate after its last sample
+        self.member = member  # index of the model (bag member) this pass runs
+        self.segment_length = segment_length
         self.out: torch.Tensor | None = None
         self.weight: torch.Tensor | None = None
         self.base = origin  # original coordinate of out[..., 0]
@@ -190,6 +175,13 @@ class Separator:
         self.device = pick_device(self.settings.device)
         self.model = model.to(self.device).eval()
         self.sources: list[str] = list(getattr(model, "sources"))
+        # A bag runs each member over the song and averages with per-source weights (see models/bag.py).
+        if is_bag(model):
+            self.members: list[nn.Module] = list(model.models)
+            self.member_weights = model.weight_matrix()
+        else:
+            self.members = [model]
+            self.member_weights = torch.ones(1, len(self.sources))
         self.samplerate: int = int(getattr(model, "samplerate", 44100))
         self.audio_channels: int = int(getattr(model, "audio_channels", 2))
         self.name: str = str(self.card.get("name") or (self.model_path.stem if self.model_path else "model"))
@@ -206,8 +198,24 @@ class Separator:
     # ------------------------------------------------------------------ waveform API
     @property
     def segment_seconds(self) -> float:
-        seg = self.settings.segment or float(getattr(self.model, "segment", 10.0))
-        return float(seg)
+        """The segment of the first member (what the user sees as "the model's segment")."""
+        return self.member_segments(1.0)[0]
+
+    def member_segments(self, scale: float = 1.0) -> list[float]:
+        """Seconds per model call for each member: the user's segment or the member's own, times `scale`.
+
+        A model that can only run up to its training length (HTDemucs: `use_train_segment`) is capped at it.
+        """
+        out = []
+        for member in self.members:
+            own = float(getattr(member, "segment", 10.0))
+            seg = float(self.settings.segment or own) * scale
+            if scale < 1.0:
+                seg = max(seg, min(1.0, own))
+            if getattr(member, "use_train_segment", False):
+                seg = min(seg, own)
+            out.append(seg)
+        return out
 
     def separate(self, wav: np.ndarray | torch.Tensor, progress: ProgressFn | None = None,
                  cancel: CancelToken | None = None, on_chunk: ChunkFn | None = None,
@@ -226,23 +234,24 @@ class Separator:
             raise StemGUIError("the audio is empty (0 samples)")
         if not torch.isfinite(mix).all():
             raise StemGUIError("the audio contains NaN or infinite samples")
-        plan = [(self.device, self.segment_seconds), (self.device, max(self.segment_seconds / 2, 1.0))]
+        plan = [(self.device, 1.0), (self.device, 0.5)]
         if self.device.type != "cpu":
-            plan.append((torch.device("cpu"), plan[-1][1]))
-        for attempt, (device, segment) in enumerate(plan):
+            plan.append((torch.device("cpu"), 0.5))
+        for attempt, (device, scale) in enumerate(plan):
             if device != self.device:
                 self._empty_cache()
                 self.device = device
                 self.model.to(device)
             try:
-                return self._run(mix, segment, progress, cancel, on_chunk, keep_output)
+                return self._run(mix, self.member_segments(scale), progress, cancel, on_chunk, keep_output)
             except Cancelled:
                 raise
             except Exception as exc:  # noqa: BLE001 - only out-of-memory is handled, the rest re-raised
                 if not is_out_of_memory(exc) or attempt == len(plan) - 1:
                     raise
                 self._empty_cache()
-                nxt_device, nxt_segment = plan[attempt + 1]
+                nxt_device, nxt_scale = plan[attempt + 1]
+                nxt_segment = self.member_segments(nxt_scale)[0]
                 note = (f"out of memory on {self.device}; retrying with {nxt_segment:.1f} s segments"
                         + ("" if nxt_device == self.device else f" on the {nxt_device.type.upper()}"))
                 if progress:
@@ -253,27 +262,33 @@ class Separator:
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
 
-    def _jobs(self, length: int, segment_length: int) -> tuple[list[_Pass], list[_Job]]:
-        """All segment jobs of all shifted passes, interleaved in time order."""
+    def _jobs(self, length: int, segment_lengths: list[int]) -> tuple[list[_Pass], list[_Job]]:
+        """All segment jobs of all members' shifted passes, in time order.
+
+        Shift offsets are drawn member by member, pass by pass, from one generator seeded by `seed`: the order
+        in which the reference `apply_model` draws them for a bag, so results match it.
+        """
         s = self.settings
-        stride = max(1, int((1 - s.overlap) * segment_length))
         passes: list[_Pass] = []
+        rng = random.Random(s.seed)
+        max_shift = int(MAX_SHIFT_SECONDS * self.samplerate)
+        for member, seg_len in enumerate(segment_lengths):
+            if s.shifts:
+                for _ in range(s.shifts):
+                    offset = rng.randint(0, max_shift)
+                    passes.append(_Pass(offset - max_shift, length, member, seg_len))
+            else:
+                passes.append(_Pass(0, length, member, seg_len))
         per_pass: list[list[_Job]] = []
-        if s.shifts:
-            rng = random.Random(s.seed)
-            max_shift = int(MAX_SHIFT_SECONDS * self.samplerate)
-            for index in range(s.shifts):
-                offset = rng.randint(0, max_shift)
-                origin = offset - max_shift
-                passes.append(_Pass(origin, length))
-        else:
-            passes.append(_Pass(0, length))
         for index, p in enumerate(passes):
+            stride = max(1, int((1 - s.overlap) * p.segment_length))
             span = p.end - p.origin
-            per_pass.append([_Job(index, p.origin + v, min(segment_length, span - v)) for v in range(0, span, stride)])
-        jobs: list[_Job] = []
-        for j in range(max(len(x) for x in per_pass)):
-            jobs.extend(x[j] for x in per_pass if j < len(x))
+            per_pass.append([_Job(index, p.origin + v, min(p.segment_length, span - v))
+                             for v in range(0, span, stride)])
+        if len({p.segment_length for p in passes}) == 1:  # the j-th segment of every pass together
+            jobs = [x[j] for j in range(max(len(x) for x in per_pass)) for x in per_pass if j < len(x)]
+        else:
+            jobs = sorted((job for x in per_pass for job in x), key=lambda job: (job.start, job.shift))
         return passes, jobs
 
     def _schedule(self, segment: float) -> tuple[int, int]:
@@ -289,29 +304,49 @@ class Separator:
         workers = max(1, min(self.workers or torch.get_num_threads(), in_flight))
         return workers, (1 if workers > 1 else in_flight)
 
-    def _forward(self, inputs: torch.Tensor, threads: int | None = None) -> torch.Tensor:
-        """One batch through the model; `threads` (worker threads only) sets that thread's intra-op threads."""
+    def _forward(self, member: int, inputs: torch.Tensor, threads: int | None = None) -> torch.Tensor:
+        """One batch through member `member`; `threads` (worker threads only) sets that thread's intra-op threads."""
         if threads is not None and torch.get_num_threads() != threads:
             torch.set_num_threads(threads)
         with torch.inference_mode():
-            return self.model(inputs.to(self.device)).float().cpu()
+            return self.members[member](inputs.to(self.device)).float().cpu()
 
-    def _run(self, mix: torch.Tensor, segment: float, progress: ProgressFn | None, cancel: CancelToken | None,
-             on_chunk: ChunkFn | None, keep_output: bool) -> np.ndarray | None:
-        s = self.settings
+    def _model_input(self, mix: torch.Tensor, member: int, job: _Job, segment_length: int) -> tuple[torch.Tensor, int]:
+        """The input of one job and the offset of the job's first sample in the model's output.
+
+        A model with `valid_length` gets its segment padded to that length with the audio around it (zeros
+        beyond the song), centred, like the reference `TensorChunk.padded`; the output is centre-trimmed back.
+        A fixed-segment model (HTDemucs) is padded to the engine's segment length.
+        """
+        model = self.members[member]
+        target = job.length
+        if getattr(model, "use_train_segment", False):
+            target = segment_length
+        elif hasattr(model, "valid_length"):
+            target = int(model.valid_length(job.length))
+        delta = target - job.length
+        if delta <= 0:
+            return self._slice(mix, job.start, job.start + job.length), 0
+        start = job.start - delta // 2
+        return self._slice(mix, start, start + target), delta // 2
+
+    def _run(self, mix: torch.Tensor, segments: list[float], progress: ProgressFn | None,
+             cancel: CancelToken | None, on_chunk: ChunkFn | None, keep_output: bool) -> np.ndarray | None:
         channels, length = mix.shape
         n_src = len(self.sources)
-        segment_length = int(round(segment * self.samplerate))
-        passes, jobs = self._jobs(length, segment_length)
-        window = transition_window(segment_length, s.transition_power)
+        segment_lengths = [int(round(seg * self.samplerate)) for seg in segments]
+        passes, jobs = self._jobs(length, segment_lengths)
+        windows = {n: transition_window(n, self.settings.transition_power) for n in set(segment_lengths)}
         output = np.zeros((n_src, channels, length), dtype=np.float32) if keep_output else None
-        workers, per_forward = self._schedule(segment)
+        workers, per_forward = self._schedule(max(segments))
         batches: list[list[_Job]] = []
         index = 0
         while index < len(jobs):
             batch = [jobs[index]]
+            member = passes[batch[0].shift].member
             while (len(batch) < per_forward and index + len(batch) < len(jobs)
-                   and jobs[index + len(batch)].length == batch[0].length):
+                   and jobs[index + len(batch)].length == batch[0].length
+                   and passes[jobs[index + len(batch)].shift].member == member):
                 batch.append(jobs[index + len(batch)])
             index += len(batch)
             batches.append(batch)
@@ -319,12 +354,15 @@ class Separator:
         total_work = sum(j.length for j in jobs)
         done_work = 0
         started = time.perf_counter()
-        next_start = [p.origin for p in passes]  # start of the next unprocessed job per pass
-        remaining = [sum(1 for j in jobs if j.shift == i) for i in range(len(passes))]
-        index = 0  # jobs consumed so far (in time order)
+        pass_starts: list[list[int]] = [[] for _ in passes]  # start of every job of each pass, in order
+        for job in jobs:
+            pass_starts[job.shift].append(job.start)
+        consumed = [0] * len(passes)
         if progress:
+            what = f"{len(self.members)} models" if len(self.members) > 1 else ""
             progress(Progress(0.0, None, f"separating on {self.device}"
-                              + (f" ({workers} segments at a time)" if workers > 1 else "")))
+                              + (f" ({workers} segments at a time)" if workers > 1 else "")
+                              + (f", a bag of {what}" if what else "")))
         pool = ThreadPoolExecutor(workers, thread_name_prefix="stemgui-separate") if workers > 1 else None
         main_threads = torch.get_num_threads()
         pending: deque = deque()
@@ -335,26 +373,31 @@ class Separator:
                     if cancel:
                         cancel.check()
                     batch = batches[submitted]
-                    inputs = torch.stack([self._slice(mix, j.start, j.start + j.length) for j in batch])
+                    member = passes[batch[0].shift].member
+                    seg_len = passes[batch[0].shift].segment_length
+                    prepared = [self._model_input(mix, member, j, seg_len) for j in batch]
+                    inputs = torch.stack([x for x, _ in prepared])
+                    trims = [t for _, t in prepared]
                     if pool is None:
-                        pending.append((batch, _Done(self._forward(inputs))))
+                        pending.append((batch, trims, _Done(self._forward(member, inputs))))
                     else:
-                        pending.append((batch, pool.submit(self._forward, inputs, 1)))
+                        pending.append((batch, trims, pool.submit(self._forward, member, inputs, 1)))
                     submitted += 1
-                batch, future = pending.popleft()
+                batch, trims, future = pending.popleft()
                 estimates = future.result()
                 if cancel:
                     cancel.check()
-                index += len(batch)
-                for job, est in zip(batch, estimates):
-                    self._accumulate(passes[job.shift], job, est, window)
-                    remaining[job.shift] -= 1
+                for job, trim, est in zip(batch, trims, estimates):
+                    p = passes[job.shift]
+                    self._accumulate(p, job, est[..., trim:trim + job.length], windows[p.segment_length])
+                    consumed[job.shift] += 1
                     done_work += job.length
                 del estimates
-                for i, p in enumerate(passes):
-                    following = [j for j in jobs[index:index + len(passes)] if j.shift == i]
-                    next_start[i] = following[0].start if following and remaining[i] else length
-                frontier = min(max(0, min(next_start)), length)
+                frontier = length
+                for i, starts in enumerate(pass_starts):
+                    if consumed[i] < len(starts):
+                        frontier = min(frontier, starts[consumed[i]])
+                frontier = min(max(0, frontier), length)
                 if frontier > emitted:
                     region = self._finish(passes, mix, emitted, frontier)
                     if output is not None:
@@ -407,17 +450,31 @@ class Separator:
         p.weight[lo:lo + job.length] += weight
 
     def _finish(self, passes: list[_Pass], mix: torch.Tensor, start: int, end: int) -> np.ndarray:
-        """Average the passes over [start, end) (all final), drop that region from their buffers."""
-        total = None
+        """Combine the passes over [start, end) (all final) and drop that region from their buffers.
+
+        Each member's shifted passes are averaged, then members are mixed with the bag weights per source:
+        sum_k w[k, s] * est_k[s] / sum_k w[k, s] (a single model: weight 1).
+        """
+        per_member: dict[int, list[torch.Tensor]] = {}
         for p in passes:
             lo, hi = start - p.base, end - p.base
-            region = p.out[..., lo:hi] / p.weight[lo:hi]
-            total = region if total is None else total + region
+            per_member.setdefault(p.member, []).append(p.out[..., lo:hi] / p.weight[lo:hi])
             # everything before `end` is final: trim it away to keep the buffer short
             p.out = p.out[..., hi:]
             p.weight = p.weight[hi:]
             p.base = end
-        total = total / len(passes)
+        total = None
+        for member, regions in per_member.items():
+            mean = regions[0]
+            for extra in regions[1:]:
+                mean = mean + extra
+            if len(regions) > 1:
+                mean = mean / len(regions)
+            if len(self.members) > 1:
+                mean = mean * self.member_weights[member][:, None, None]
+            total = mean if total is None else total + mean
+        if len(self.members) > 1:
+            total = total / self.member_weights.sum(0)[:, None, None]
         if self.settings.exact_sum:
             residual = mix[..., start:end] - total.sum(dim=0)
             target = self.sources.index("other") if "other" in self.sources else len(self.sources) - 1

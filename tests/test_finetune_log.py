@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from stemgui.gui.finetune_log import (LogTail, TrainingHistory, format_duration, summarize_failure)
-from stemgui.gui.finetune_runs import (RunLock, RunPaths, RunState, TrainingBusyError, TrainRequest,
+from stemgui.train.finetune_log import (LogTail, TrainingHistory, format_duration, summarize_failure)
+from stemgui.train.finetune_runs import (RunLock, RunPaths, RunState, TrainingBusyError, TrainRequest,
                                        active_training, card_summary, check_name, launch_command, pid_alive,
                                        resume_arguments)
 

@@ -117,18 +117,11 @@ def headline_score(card: dict[str, Any]) -> str | None:
 
 
 def build_model(card: dict[str, Any]) -> nn.Module:
-    """An untrained model with the architecture the card describes."""
-    arch = card["architecture"]
-    if arch != "hdemucs":
-        raise ModelError(f"model '{card.get('name')}': unsupported architecture '{arch}'")
-    from stemgui.models.hdemucs import HDemucs
+    """An untrained model with the architecture the card describes (any registered architecture or a bag)."""
+    from stemgui.models.architectures import build_model as build
 
-    args = dict(card["args"])
-    args["sources"] = list(card["sources"])
-    try:
-        return HDemucs(**args)
-    except TypeError as exc:
-        raise ModelError(f"model '{card.get('name')}': bad architecture arguments ({exc})") from None
+    return build(str(card["architecture"]), list(card["sources"]), dict(card["args"]),
+                 where=f"model '{card.get('name')}'")
 
 
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
