@@ -67,7 +67,7 @@ def _open(url: str, offset: int, timeout: float):
 def _finish(part: Path, dest: Path, url: str, sha256: str | None) -> Path:
     if sha256 is not None:
         actual = _sha256(part)
-        if actual != sha256.lower():
+        if not actual.startswith(sha256.lower()):
             part.unlink(missing_ok=True)
             raise DownloadError(
                 f"{url}: checksum mismatch for {dest.name} (expected {sha256.lower()[:16]}…, got {actual[:16]}…); "
@@ -90,7 +90,9 @@ def download(
 
     `progress(done_bytes, total_bytes_or_None)` is called as bytes arrive. `cancel` is a CancelToken (or any
     object with `is_cancelled`, or a callable) checked between chunks; cancelling raises Cancelled and keeps
-    the partial file for a later resume. Network and HTTP failures raise DownloadError (the partial file is
+    the partial file for a later resume. `sha256` may be a prefix of the digest (Demucs file names carry its
+    first 8 hex digits). `sha256` may be a prefix (the Demucs file names carry 8 hex digits of
+    it). Network and HTTP failures raise DownloadError (the partial file is
     kept so the next call resumes); a checksum mismatch raises DownloadError and deletes it.
     """
     dest = Path(dest)
@@ -99,7 +101,7 @@ def download(
         raise DownloadError(f"{url}: only http:// and https:// downloads are supported")
     if dest.is_dir():
         raise DownloadError(f"{dest}: is a folder, not a file name")
-    if dest.is_file() and sha256 is not None and _sha256(dest) == sha256.lower():
+    if dest.is_file() and sha256 is not None and _sha256(dest).startswith(sha256.lower()):
         if progress:
             size = dest.stat().st_size
             progress(size, size)
