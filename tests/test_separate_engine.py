@@ -189,3 +189,30 @@ def test_model_files_get_ordinary_permissions(tmp_path):
     os.umask(umask)
     for f in (path, card_path(path)):
         assert stat.S_IMODE(f.stat().st_mode) == 0o666 & ~umask
+
+
+@pytest.mark.parametrize("shifts", [0, 1])
+def test_padded_models_match_reference_apply_model(shifts):
+    """A model with `valid_length` (Demucs v2) gets each segment padded with the audio around it and
+    centre-trimmed, exactly like the reference's TensorChunk.padded + center_trim."""
+    from reference import import_demucs
+
+    from stemgui.models.demucs import Demucs
+
+    import_demucs()
+    import demucs.apply
+    import demucs.demucs
+
+    torch.manual_seed(0)
+    ref = demucs.demucs.Demucs(["drums", "bass", "other", "vocals"], channels=8, depth=4, segment=1.5).eval()
+    ours = Demucs(["drums", "bass", "other", "vocals"], channels=8, depth=4, segment=1.5).eval()
+    ours.load_state_dict(ref.state_dict())
+    assert ours.valid_length(1000) > 1000
+    rng = np.random.default_rng(0)
+    mix = (0.1 * rng.standard_normal((2, int(SR * 3.7)))).astype(np.float32)
+    out = Separator(ours, SeparationSettings(shifts=shifts, seed=2, batch_size=2, device="cpu")).separate(mix)
+    random.seed(2)
+    with torch.no_grad():
+        expected = demucs.apply.apply_model(ref, torch.from_numpy(mix)[None], shifts=shifts, split=True,
+                                            overlap=0.25)[0].numpy()
+    assert np.abs(out - expected).max() <= 1e-4

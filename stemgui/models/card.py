@@ -11,13 +11,13 @@ import datetime as _dt
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from stemgui.atomic import atomic_write, atomic_write_text
 from stemgui.errors import ModelError
 
 CARD_FORMAT = "stemgui-model/1"
@@ -41,21 +41,6 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def _atomic_write_bytes(dest: Path, write) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # temp files are 0600; a model is as readable as any file the user writes
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_model(model: nn.Module, path: str | os.PathLike, card: dict[str, Any] | None = None) -> Path:
     """Write `model`'s weights and its card; returns the `.safetensors` path.
 
@@ -66,7 +51,7 @@ def save_model(model: nn.Module, path: str | os.PathLike, card: dict[str, Any] |
 
     wpath = weights_path(path)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    _atomic_write_bytes(wpath, lambda tmp: save_file(state, str(tmp), metadata={"format": CARD_FORMAT}))
+    atomic_write(wpath, lambda tmp: save_file(state, str(tmp), metadata={"format": CARD_FORMAT}))
     full: dict[str, Any] = {
         "format": CARD_FORMAT,
         "name": wpath.stem,
@@ -84,7 +69,7 @@ def save_model(model: nn.Module, path: str | os.PathLike, card: dict[str, Any] |
     full["sha256"] = sha256_file(wpath)
     full["parameters"] = int(sum(p.numel() for p in model.parameters()))
     text = json.dumps(full, indent=2, sort_keys=False)
-    _atomic_write_bytes(card_path(wpath), lambda tmp: tmp.write_text(text + "\n", encoding="utf-8"))
+    atomic_write_text(card_path(wpath), text + "\n")
     return wpath
 
 
@@ -116,12 +101,13 @@ def headline_score(card: dict[str, Any]) -> str | None:
     return None
 
 
-def build_model(card: dict[str, Any]) -> nn.Module:
-    """An untrained model with the architecture the card describes (any registered architecture or a bag)."""
-    from stemgui.models.architectures import build_model as build
+def build_model(card: dict[str, Any], where: str | None = None) -> nn.Module:
+    """An untrained model with the architecture the card describes (any registered architecture or a bag),
+    checked to run: arguments that cannot run are one ModelError line naming `where` (the card's file)."""
+    from stemgui.models.check import check_model_config
 
-    return build(str(card["architecture"]), list(card["sources"]), dict(card["args"]),
-                 where=f"model '{card.get('name')}'")
+    where = where or f"model '{card.get('name')}':"
+    return check_model_config(str(card["architecture"]), list(card["sources"]), dict(card["args"]), where=where)
 
 
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
@@ -133,7 +119,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> t
     card = read_card(wpath)
     if not wpath.is_file():
         raise ModelError(f"{wpath}: model weights not found")
-    model = build_model(card)
+    model = build_model(card, where=f"{card_path(wpath)}:")
     try:
         state = load_file(str(wpath), device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:

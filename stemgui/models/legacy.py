@@ -288,12 +288,12 @@ def _float_state(state: Mapping[str, Any], path: Path) -> dict[str, torch.Tensor
 
 def _verify(imported: ImportedModel, path: Path) -> None:
     """Build our model with the imported arguments and load the weights strictly: the definitive check."""
-    from stemgui.models.architectures import build_model
+    from stemgui.models.check import check_model_config
 
     kwargs = imported.kwargs
     if kwargs.get("multi_freqs", 0) is None and kwargs.get("multi_freqs_depth"):
         raise ModelError(f"{path}: uses frequency band splitting; give its 'multi_freqs' ratios to import it")
-    model = build_model(imported.architecture, imported.sources, kwargs, where=str(path))
+    model = check_model_config(imported.architecture, imported.sources, kwargs, where=f"{path}:")
     try:
         model.load_state_dict(imported.state, strict=True)
     except RuntimeError as exc:
