@@ -10,6 +10,7 @@ Writes benchmarks/results/separate_speed.json. Run by hand (the 10-minute input 
 
     .venv/bin/python benchmarks/separate_speed.py                          # 60 s and 10 min, both engines
     .venv/bin/python benchmarks/separate_speed.py --seconds 60 --repeats 3
+    .venv/bin/python benchmarks/separate_speed.py --arch htdemucs --seconds 60 --repeats 1   # published size
 """
 
 from __future__ import annotations
@@ -46,18 +47,33 @@ def make_input(seconds: float, seed: int = 0) -> np.ndarray:
     return wav
 
 
+PUBLISHED_HTDEMUCS = {"depth": 4, "channels": 48, "dconv_mode": 3, "dconv_comp": 8, "bottom_channels": 512,
+                      "t_layers": 5, "t_heads": 8, "segment": 7.8}
+
+
 def build_model(spec: dict):
     import torch
 
-    from stemgui.models.hdemucs import HDemucs
+    from stemgui.models.architectures import build_model as build
 
     torch.manual_seed(0)
-    model = HDemucs(spec["sources"], **spec["args"]).eval()
+    model = build(spec.get("architecture", "hdemucs"), spec["sources"], spec["args"]).eval()
     if spec.get("weights"):
         from safetensors.torch import load_file
 
         model.load_state_dict(load_file(spec["weights"]))
     return model
+
+
+def reference_class(architecture: str):
+    """The `demucs` package's class for our architecture name (test/benchmark environment only)."""
+    if architecture == "htdemucs":
+        from demucs.htdemucs import HTDemucs
+
+        return HTDemucs
+    from demucs.hdemucs import HDemucs
+
+    return HDemucs
 
 
 def child(opts: argparse.Namespace) -> dict:
@@ -90,9 +106,8 @@ def child(opts: argparse.Namespace) -> dict:
 
         import_demucs()
         from demucs.apply import apply_model
-        from demucs.hdemucs import HDemucs as RefHDemucs
 
-        ref = RefHDemucs(spec["sources"], **spec["args"]).eval()
+        ref = reference_class(spec.get("architecture", "hdemucs"))(spec["sources"], **spec["args"]).eval()
         ref.load_state_dict(model.state_dict())
         del model
 
@@ -120,6 +135,14 @@ def child(opts: argparse.Namespace) -> dict:
             "loadavg_1min_after": round(load_after, 2)}
 
 
+def arch_spec(arch: str) -> dict:
+    if arch == "htdemucs":
+        return {"architecture": "htdemucs", "sources": ["drums", "bass", "other", "vocals"],
+                "args": dict(PUBLISHED_HTDEMUCS), "weights": None,
+                "name": "HTDemucs, published htdemucs size (random weights)"}
+    return default_spec()
+
+
 def default_spec() -> dict:
     """The bundled default model's architecture and weights, or the published channels=16 size."""
     card = ROOT / "resources" / "models" / "default.json"
@@ -139,7 +162,10 @@ def median(rows: list[dict], key: str) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, nargs="+", default=[60, 600])
-    parser.add_argument("--segment", type=float, default=10.0, help="seconds per segment, both engines (10)")
+    parser.add_argument("--arch", choices=("hdemucs", "htdemucs"), default="hdemucs",
+                        help="hdemucs: the bundled default; htdemucs: the published htdemucs size")
+    parser.add_argument("--segment", type=float, default=None,
+                        help="seconds per segment, both engines (default: 10 for hdemucs, the model's 7.8 for htdemucs)")
     parser.add_argument("--overlap", type=float, default=0.25)
     parser.add_argument("--shifts", type=int, default=0)
     parser.add_argument("--repeats", type=int, nargs="+", default=[3, 1],
@@ -156,7 +182,11 @@ def main() -> None:
     if args.child:
         print(json.dumps(child(args)))
         return
-    spec = default_spec()
+    spec = arch_spec(args.arch)
+    if args.segment is None:
+        args.segment = 10.0 if args.arch == "hdemucs" else None
+    if args.output == RESULTS and args.arch != "hdemucs":
+        args.output = RESULTS.with_name(f"separate_speed_{args.arch}.json")
     impls = ["ours", "demucs"] if args.impl == "both" else [args.impl]
     report = {"model": spec["name"], "args": spec["args"], "segment": args.segment, "overlap": args.overlap,
               "shifts": args.shifts, "batch_size": args.batch_size, "workers": args.workers,
@@ -173,9 +203,11 @@ def main() -> None:
                 for impl in order:
                     out = os.path.join(tmp, f"{impl}-{seconds}.npy")
                     cmd = [sys.executable, __file__, "--child", impl, "--seconds", str(seconds), "--spec",
-                           json.dumps(spec), "--segment", str(args.segment), "--overlap", str(args.overlap),
+                           json.dumps(spec), "--overlap", str(args.overlap),
                            "--shifts", str(args.shifts), "--threads", str(args.threads),
                            "--batch-size", str(args.batch_size), "--out", out]
+                    if args.segment is not None:
+                        cmd += ["--segment", str(args.segment)]
                     if args.workers:
                         cmd += ["--workers", str(args.workers)]
                     env = {**os.environ, "PYTHONPATH": str(ROOT)}
