@@ -13,56 +13,11 @@ import pytest
 import torch
 
 from http_server import server  # noqa: F401 - a pytest fixture
+from published_fixtures import WEIGHTS, published, write_th  # noqa: F401 - fixtures
 from reference import import_demucs
 from stemgui import SOURCES
 from stemgui.errors import DownloadError, ModelError
 from stemgui.models.catalog import get_model, load_catalog
-
-SMALL = {"channels": 4, "depth": 6, "segment": 2.0, "dconv_attn": 9, "dconv_lstm": 9}
-WEIGHTS = [[1.0, 1.0, 0.0, 0.5], [0.5, 0.0, 1.0, 1.0]]
-
-
-def _write_th(folder: Path, sig: str, seed: int) -> Path:
-    """A small reference HDemucs saved exactly as the Demucs project publishes (float16, SIG-HASH.th)."""
-    import_demucs()
-    from demucs.hdemucs import HDemucs
-    from demucs.states import save_with_checksum, serialize_model
-    from omegaconf import OmegaConf
-
-    torch.manual_seed(seed)
-    model = HDemucs(list(SOURCES), **SMALL)
-    save_with_checksum(serialize_model(model, OmegaConf.create({"seed": seed})), folder / f"{sig}.th")
-    (path,) = folder.glob(f"{sig}-*.th")
-    return path
-
-
-@pytest.fixture
-def published(tmp_path, server, monkeypatch):  # noqa: F811 - the fixture imported above
-    """Two member files on the server, a catalog naming them as a bag and as a single model."""
-    files = tmp_path / "served"
-    files.mkdir()
-    members = [_write_th(files, "a1b2c3d4", 1), _write_th(files, "e5f60718", 2)]
-    for f in members:
-        server.files[f"/sub/{f.name}"] = f.read_bytes()
-    catalog = {
-        "format": "stemgui-catalog/1", "root": "https://example.invalid/", "publisher": "tests",
-        "licence": "test licence",
-        "models": [
-            {"name": "pair", "title": "A pair", "architecture": "bag", "sources": list(SOURCES),
-             "files": [f"sub/{f.name}" for f in members], "weights": WEIGHTS, "segment": None,
-             "reported_sdr": 1.5},
-            {"name": "single", "title": "One", "architecture": "hdemucs", "sources": list(SOURCES),
-             "files": [f"sub/{members[0].name}"], "segment": 3},
-            {"name": "missing", "title": "Gone", "files": ["sub/0badf00d-12345678.th"]},
-        ],
-    }
-    path = tmp_path / "catalog.json"
-    path.write_text(json.dumps(catalog))
-    monkeypatch.setenv("STEMGUI_CATALOG", str(path))
-    monkeypatch.setenv("STEMGUI_MODEL_ROOT", server.url)
-    monkeypatch.setenv("STEMGUI_DATA_DIR", str(tmp_path / "data"))
-    return members
-
 
 def _reference_output(members, mix, weights=None, shifts=0, seed=0):
     import demucs.apply
@@ -179,7 +134,7 @@ def test_bag_yaml_import_finds_members_in_the_torch_hub_cache(tmp_path, monkeypa
 
     hub = tmp_path / "torch" / "hub" / "checkpoints"
     hub.mkdir(parents=True)
-    members = [_write_th(hub, "a1b2c3d4", 1), _write_th(tmp_path, "e5f60718", 2)]  # one in the cache, one beside
+    members = [write_th(hub, "a1b2c3d4", 1), write_th(tmp_path, "e5f60718", 2)]  # one in the cache, one beside
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     yaml = tmp_path / "my_bag.yaml"
     yaml.write_text("models: ['a1b2c3d4', 'e5f60718']\nweights: [[1., 1., 0., 0.5], [0.5, 0., 1., 1.]]\n")
