@@ -3,7 +3,7 @@ PY := .venv/bin/python
 SONG ?= resources/examples/example.wav
 MODEL ?=
 
-.PHONY: run test test-all setup setup-test bench
+.PHONY: run test test-all lint setup setup-test bench
 
 setup:
 	@scripts/setup.sh
@@ -16,6 +16,9 @@ run: setup
 
 test: setup-test
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q
+
+lint: setup-test
+	.venv/bin/ruff check .
 
 test-all: setup-test
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -m ''
