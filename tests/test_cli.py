@@ -199,3 +199,36 @@ def test_info_and_models(song, tmp_path, tiny_model_path, capsys, monkeypatch):
     assert run_cli("models", "show", "my-tiny") == 0
     assert json.loads(capsys.readouterr().out)["sources"] == ["drums", "bass", "other", "vocals"]
     assert run_cli("info", tmp_path / "missing.wav") == 1
+
+
+def test_help_lists_every_command(capsys):
+    from stemgui.cli import COMMANDS
+
+    with pytest.raises(SystemExit) as exit_:
+        run_cli("--help")
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in COMMANDS)
+
+
+def test_a_command_imports_only_its_own_module(song):
+    """The dispatcher routes by its table: `stemgui info` does not import the other commands (or Qt)."""
+    code = ("import sys; from stemgui.cli import main; rc = main(['info', sys.argv[1]]); "
+            "print(sorted(m for m in sys.modules if m.startswith('stemgui.cli.') or m == 'PySide6')); sys.exit(rc)")
+    done = subprocess.run([sys.executable, "-c", code, str(song)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "['stemgui.cli.info']"
+
+
+def test_without_a_display_the_app_separates_on_the_command_line(song, tmp_path, tiny_model_path, monkeypatch,
+                                                                  capsys):
+    for name in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.chdir(tmp_path)
+    assert run_cli("--no-audio") == 2  # no song: nothing to do without a window
+    assert "no display found" in capsys.readouterr().err
+    assert run_cli(song, "--model", tiny_model_path) == 0
+    assert "no display found" in capsys.readouterr().err
+    assert leftovers(tmp_path / "separated" / "my song") == ["bass.wav", "drums.wav", "other.wav",
+                                                             "separation.json", "vocals.wav"]

@@ -172,7 +172,7 @@ def test_reopening_comes_from_the_cache(qtbot, window, songs):
 
 def test_play_while_separating_shows_and_plays_the_done_part(qtbot, window, songs, settings):
     settings.segment = 2.0
-    window.segment_spin.setValue(2.0)
+    window.settings_panel.segment_spin.setValue(2.0)
     seen = []
 
     def on_chunk(_a, end):
@@ -199,7 +199,7 @@ def test_mute_solo_presets_and_keys_reach_the_player(qtbot, window, songs):
     names = window.session.names
     window.preset_buttons["Karaoke"].click()
     assert [m.mute for m in window.mixes] == [True, False, False, False, True]
-    np.testing.assert_allclose(window.player._ramp.target, lane_gains(window.mixes))
+    np.testing.assert_allclose(window.player.target_gains, lane_gains(window.mixes))
     window.preset_buttons["Acapella"].click()
     assert [m.mute for m in window.mixes] == [n != "vocals" for n in names]
     window.preset_buttons["All"].click()
@@ -275,12 +275,12 @@ def test_without_an_audio_device_playback_is_disabled_with_a_message(qtbot, wind
 
 def test_cancel_stops_within_a_second_and_caches_nothing(qtbot, window, songs, settings):
     settings.shifts = 3  # make it slow enough to cancel in the middle
-    window.shifts_spin.setValue(3)
+    window.settings_panel.shifts_spin.setValue(3)
     with qtbot.waitSignal(window.separation_done, timeout=SEPARATION_TIMEOUT_MS) as blocker:
         drop(window, songs["long"])
-        qtbot.waitUntil(lambda: window.session is not None and window.progress_bar.value() > 0, timeout=120_000)
+        qtbot.waitUntil(lambda: window.session is not None and window.job_bar.progress > 0, timeout=120_000)
         t0 = time.perf_counter()
-        window.cancel_button.click()
+        window.job_bar.cancel_button.click()
     stopped = time.perf_counter() - t0
     assert blocker.args == [False]
     assert window.worker is None or not window.worker.isRunning() or window.worker.wait(1000)
@@ -392,22 +392,22 @@ def test_out_of_memory_fallback_is_reported(qtbot, window, songs, monkeypatch):
 
 
 def test_settings_are_remembered(qtbot, window, settings, tmp_path):
-    window.shifts_spin.setValue(2)
-    window.overlap_spin.setValue(0.5)
-    window.segment_spin.setValue(6.0)
-    window.format_combo.setCurrentText("flac")
-    window.folder_edit.setText(str(tmp_path / "exports"))
-    window.folder_edit.editingFinished.emit()
-    window.device_combo.setCurrentIndex(window.device_combo.findData("cpu"))
+    window.settings_panel.shifts_spin.setValue(2)
+    window.settings_panel.overlap_spin.setValue(0.5)
+    window.settings_panel.segment_spin.setValue(6.0)
+    window.settings_panel.format_combo.setCurrentText("flac")
+    window.settings_panel.folder_edit.setText(str(tmp_path / "exports"))
+    window.settings_panel.folder_edit.editingFinished.emit()
+    window.settings_panel.device_combo.setCurrentIndex(window.settings_panel.device_combo.findData("cpu"))
     settings.sync()
     again = AppSettings(QSettings(str(tmp_path / "settings.ini"), QSettings.IniFormat))
     assert (again.shifts, again.overlap, again.segment) == (2, 0.5, 6.0)
     assert (again.output_format, again.output_folder, again.device) == ("flac", str(tmp_path / "exports"), "cpu")
     # the model list shows the chosen model with its card; unusable devices are disabled with a reason
-    assert "tiny" in window.card_label.text()
-    model = window.device_combo.model()
-    labels = {window.device_combo.itemData(i): (model.item(i).isEnabled(), window.device_combo.itemText(i))
-              for i in range(window.device_combo.count())}
+    assert "tiny" in window.settings_panel.card_label.text()
+    model = window.settings_panel.device_combo.model()
+    labels = {window.settings_panel.device_combo.itemData(i): (model.item(i).isEnabled(), window.settings_panel.device_combo.itemText(i))
+              for i in range(window.settings_panel.device_combo.count())}
     assert labels["auto"][0] and labels["cpu"][0]
     if "cuda" in labels:  # a CPU-only machine: CUDA is listed, disabled, with the reason
         assert labels["cuda"][0] is False and "—" in labels["cuda"][1]
@@ -418,7 +418,7 @@ def test_settings_are_remembered(qtbot, window, settings, tmp_path):
 def test_recent_files(qtbot, window, songs, settings):
     separate(qtbot, window, songs["short"])
     assert settings.recent_files[0] == str(songs["short"].resolve())
-    window._fill_recent()
+    window.recent_menu.aboutToShow.emit()  # the menu fills itself as it opens
     assert songs["short"].name in [a.text() for a in window.recent_menu.actions()]
 
 

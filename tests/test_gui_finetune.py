@@ -75,16 +75,16 @@ def make_panel(qtbot, settings):
 
 def fast_settings(panel, dataset: Path, name: str, steps: int) -> None:
     """A tiny fine-tune: 0.5 s segments, batch 1, a checkpoint and a validation every 2 steps."""
-    assert panel.set_dataset(dataset).ok
-    assert panel.select_base_model("tiny-base")
-    panel.set_preset("l1+stft")
-    panel.name_edit.setText(name)
-    panel.steps_spin.setValue(steps)
-    panel.segment_spin.setValue(0.5)
-    panel.batch_spin.setValue(1)
-    panel.checkpoint_spin.setValue(2)
-    panel.valid_spin.setValue(2)
-    panel.device_combo.setCurrentIndex(panel.device_combo.findData("cpu"))
+    assert panel.form.set_dataset(dataset).ok
+    assert panel.form.select_base_model("tiny-base")
+    panel.form.set_preset("l1+stft")
+    panel.form.name_edit.setText(name)
+    panel.form.steps_spin.setValue(steps)
+    panel.form.segment_spin.setValue(0.5)
+    panel.form.batch_spin.setValue(1)
+    panel.form.checkpoint_spin.setValue(2)
+    panel.form.valid_spin.setValue(2)
+    panel.form.device_combo.setCurrentIndex(panel.form.device_combo.findData("cpu"))
     panel.extra_train_args = ["--set", "train.threads=1", "--set", "data.valid_seconds=1",
                               "--set", "train.log_every=1"]
 
@@ -148,20 +148,20 @@ def test_panel_shows_problems_and_keeps_start_disabled(qtbot, settings, tmp_path
     panel = make_panel(qtbot, settings)
     empty = tmp_path / "empty"
     empty.mkdir()
-    panel.set_dataset(empty)
-    assert "no tracks found" in panel.dataset_label.text()
+    panel.form.set_dataset(empty)
+    assert "no tracks found" in panel.form.dataset_label.text()
     assert not panel.start_button.isEnabled()
     assert panel.start() is False and "The dataset cannot be used" in panel.message
     write_track(tmp_path / "mixed" / "a", rates={"bass": 22050})
-    panel.set_dataset(tmp_path / "mixed")
-    assert "a/bass.wav: sample rate 22050 Hz differs" in panel.dataset_label.text()
+    panel.form.set_dataset(tmp_path / "mixed")
+    assert "a/bass.wav: sample rate 22050 Hz differs" in panel.form.dataset_label.text()
     assert not panel.start_button.isEnabled()
 
 
 # ------------------------------------------------------------------------------------------- training
 def test_only_one_training_at_a_time_across_instances(qtbot, settings, dataset, base_model):
     """A live lock of another app instance's training blocks Start with a clear message."""
-    from stemgui.gui.finetune_runs import RunLock, RunPaths
+    from stemgui.train.finetune_runs import RunLock, RunPaths
 
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
@@ -196,7 +196,7 @@ def test_fine_tune_curves_stop_resume_register_and_separate(qtbot, settings, dat
 
     qtbot.waitUntil(lambda: len(panel.history.generator["l1"]) >= 2, timeout=TRAIN_TIMEOUT_MS)
     assert panel.history.generator["stft"].steps[:2] == [1, 2]
-    assert panel._curves[("g", "l1")].getData()[0].tolist()[:2] == [1, 2]  # the plot shows the points
+    assert panel.plots.shown_steps("generator", "l1")[:2] == [1, 2]  # the plot shows the points
     assert panel.status_label.text().startswith("Step ") and "/ 200" in panel.status_label.text()
 
     # "Use latest checkpoint" while it trains: the model as it is now joins the registry
@@ -225,7 +225,7 @@ def test_fine_tune_curves_stop_resume_register_and_separate(qtbot, settings, dat
     assert f"my-finetune' stopped at step {stopped_at}" in again.message
     assert len(again.history.generator["l1"]) == len(panel.history.generator["l1"])
     assert again.resume_button.isEnabled()
-    again.steps_spin.setValue(stopped_at + 2)  # two more steps, then the model is written
+    again.form.steps_spin.setValue(stopped_at + 2)  # two more steps, then the model is written
     with qtbot.waitSignal(again.modelRegistered, timeout=TRAIN_TIMEOUT_MS) as registered:
         assert again.resume() is True
     qtbot.waitUntil(lambda: not again.is_training(), timeout=30_000)
@@ -239,7 +239,7 @@ def test_fine_tune_curves_stop_resume_register_and_separate(qtbot, settings, dat
     entry = {e.name: e for e in list_models()}["my-finetune"]
     assert entry.path == model_path and not entry.bundled
     assert entry.card["training"]["steps"] == stopped_at + 2 and "from_checkpoint" not in entry.card["training"]
-    assert again.base_combo.findData(str(model_path)) >= 0  # the picker lists it
+    assert again.form.base_combo.findData(str(model_path)) >= 0  # the picker lists it
     separator = Separator.from_path(model_path)
     mix = (0.1 * np.random.default_rng(0).standard_normal((2, SR))).astype(np.float32)
     stems = separator.separate(mix)
@@ -264,7 +264,7 @@ def test_killed_training_process_gives_a_message_and_the_panel_stays_responsive(
     fired = []
     QTimer.singleShot(10, lambda: fired.append(True))
     qtbot.waitUntil(lambda: fired == [True], timeout=2000)
-    assert panel.set_dataset(dataset).ok and panel.start_button.isEnabled()
+    assert panel.form.set_dataset(dataset).ok and panel.start_button.isEnabled()
 
 
 FAKE_TRAINER = r'''
@@ -289,7 +289,7 @@ for step in range(1, steps + 1):
 
 def test_a_training_left_running_by_a_killed_app_is_watched_and_stopped(qtbot, settings, tmp_path):
     """The app died while its training went on: the next window shows that run live and can stop it."""
-    from stemgui.gui.finetune_runs import RunPaths, RunState
+    from stemgui.train.finetune_runs import RunPaths, RunState
 
     paths = RunPaths.for_name("orphan")
     paths.root.mkdir(parents=True)
@@ -322,7 +322,7 @@ def test_a_training_left_running_by_a_killed_app_is_watched_and_stopped(qtbot, s
 
 
 def test_install_docks_the_panel_and_selects_a_registered_model(qtbot, tmp_path, tiny_model_path):
-    """MainWindow's hook docks the panel; a model registered by it lands in the window's picker, selected."""
+    """The main window docks the panel; a model registered by it lands in the window's picker, selected."""
     from stemgui.gui.cache import StemCache
     from stemgui.gui.main_window import MainWindow
     from stemgui.gui.settings import AppSettings
@@ -337,7 +337,7 @@ def test_install_docks_the_panel_and_selects_a_registered_model(qtbot, tmp_path,
         assert window.finetune_dock.toggleViewAction() in window.view_menu.actions()
         path = register_user_model(tiny_model_path, "fresh-model")
         panel.modelRegistered.emit(path)
-        assert window.model_combo.currentData() == str(path)
+        assert window.settings_panel.model_combo.currentData() == str(path)
         assert "fresh-model" in window.statusBar().currentMessage()
     finally:
         window.shutdown()
@@ -352,7 +352,7 @@ def test_shutdown_stops_a_running_training_and_leaves_it_resumable(qtbot, settin
     pid = panel.process_id
     panel.shutdown(wait_ms=60_000)
     assert not panel.is_training() and not panel.run_paths.lock.exists()
-    from stemgui.gui.finetune_runs import RunState, pid_alive
+    from stemgui.train.finetune_runs import RunState, pid_alive
 
     assert not pid_alive(pid)
     assert RunState.load(panel.run_paths).status == "stopped"

@@ -81,3 +81,29 @@ def test_cancel_stops_and_keeps_the_partial_download(qtbot, published, server, t
     assert "Cancelled" in dialog.status.text()
     assert [m[0] for m in dialogs.messages] == ["confirm"]
     assert not (tmp_path / "data" / "models" / "pair.json").exists()
+
+
+def test_main_window_downloads_and_selects_the_model(qtbot, published, tmp_path):
+    from PySide6.QtCore import QSettings
+
+    from stemgui.gui.cache import StemCache
+    from stemgui.gui.main_window import MainWindow
+    from stemgui.gui.settings import AppSettings
+
+    dialogs = RecordingDialogs()
+    settings = AppSettings(QSettings(str(tmp_path / "settings.ini"), QSettings.IniFormat))
+    window = MainWindow(settings, dialogs, StemCache(tmp_path / "cache"), enable_audio=False)
+    qtbot.addWidget(window)
+    menus = {a.text(): a.menu() for a in window.menuBar().actions()}
+    assert [a.text() for a in menus["&Models"].actions()] == ["Get models…"]
+    assert "one click away" in window.settings_panel.card_label.text(), "the bundled model says what it is"
+    window.settings_panel.get_models_button.click()
+    dialog = window.models_dialog
+    assert dialog is not None and dialog.isVisible()
+    dialog.select("pair")
+    with qtbot.waitSignal(dialog.installed, timeout=60_000):
+        dialog.download_button.click()
+    assert window.current_model_path().stem == "pair"
+    assert "bag of 2 models" in window.settings_panel.card_label.text()
+    qtbot.waitUntil(lambda: not dialog.busy, timeout=10_000)
+    window.shutdown()

@@ -4,7 +4,9 @@ PortAudio stream paced by JACK's dummy driver."""
 import os
 import shutil
 import subprocess
+import sys
 import time
+import types
 import uuid
 
 import numpy as np
@@ -23,14 +25,34 @@ def ramp_audio(lanes=3, frames=10_000):
 
 def started(player):
     player.play()
-    player._ramp.jump(player._ramp.target)  # skip the 5 ms fade-in so samples compare exactly
     return player
+
+
+def exact_player(samplerate: int = 44100, **kwargs) -> Player:
+    """A player without gain ramps (a one-sample fade), so samples compare exactly with the lanes' audio."""
+    return Player(samplerate, ramp_seconds=0.0, **kwargs)
+
+
+class FakeOutputStream:
+    """Stands in for sounddevice.OutputStream: the player believes a device pulls blocks (here: the test)."""
+
+    def __init__(self, **_kwargs):
+        pass
+
+    def start(self):
+        pass
+
+    def abort(self):
+        pass
+
+    def close(self):
+        pass
 
 
 def test_render_mixes_sample_by_sample_and_advances():
     audio = ramp_audio()
     lanes = [LaneMix(mute=True), LaneMix(gain=0.5), LaneMix(solo=False)]
-    p = Player(44100, blocksize=256)
+    p = exact_player(blocksize=256)
     p.load(audio, lanes)
     started(p)
     out = np.concatenate([p.render(256) for _ in range(4)], axis=1)
@@ -52,6 +74,7 @@ def test_gain_change_while_playing_ramps():
     p = Player(44100, ramp_seconds=0.002)  # 88 samples
     p.load(np.ones((1, 2, 5000), np.float32), [LaneMix()])
     started(p)
+    p.render(88)  # the fade-in
     p.render(100)
     p.set_lanes([LaneMix(mute=True)])
     out = p.render(200)
@@ -62,7 +85,7 @@ def test_gain_change_while_playing_ramps():
 
 def test_seek_moves_the_position_and_output():
     audio = ramp_audio(1)
-    p = Player()
+    p = exact_player()
     p.load(audio, [LaneMix()])
     p.seek(5000)
     started(p)
@@ -77,7 +100,7 @@ def test_seek_moves_the_position_and_output():
 
 def test_loop_wraps_exactly():
     audio = ramp_audio(1, 1000)
-    p = Player()
+    p = exact_player()
     p.load(audio, [LaneMix()])
     p.set_loop(100, 150)
     p.loop_enabled = True
@@ -94,7 +117,7 @@ def test_loop_wraps_exactly():
 
 def test_started_past_the_loop_plays_on_then_stops_at_the_end():
     audio = ramp_audio(1, 1000)
-    p = Player()
+    p = exact_player()
     p.load(audio, [LaneMix()])
     p.set_loop(100, 150)
     p.loop_enabled = True
@@ -108,7 +131,7 @@ def test_started_past_the_loop_plays_on_then_stops_at_the_end():
 
 def test_waits_for_the_separation_then_continues():
     audio = ramp_audio(2, 4000)
-    p = Player()
+    p = exact_player()
     p.load(audio, [LaneMix(mute=True), LaneMix()], complete=[True, False], available=1000)
     started(p)
     p.render(1500)
@@ -122,23 +145,26 @@ def test_waits_for_the_separation_then_continues():
 
 
 def test_only_complete_lanes_audible_never_wait():
-    p = Player()
+    p = exact_player()
     p.load(ramp_audio(2, 4000), [LaneMix(), LaneMix(mute=True)], complete=[True, False], available=0)
     started(p)
     p.render(2000)
     assert p.position == 2000
 
 
-def test_pause_fades_out_and_stops():
+def test_pause_fades_out_and_stops(monkeypatch):
+    monkeypatch.setitem(sys.modules, "sounddevice", types.SimpleNamespace(OutputStream=FakeOutputStream))
     p = Player(ramp_seconds=0.001)
     p.load(np.ones((1, 2, 10_000), np.float32), [LaneMix()])
+    p.open_stream()  # with a stream running, pause is done by the next block
     started(p)
-    p._stream = object()  # pretend a stream is running: pause is then done by the next block
+    p.render(100)  # the fade-in
     p.pause()
     out = p.render(100)
-    p._stream = None
     assert not p.playing and out[0, 0] == pytest.approx(1.0) and out[0, -1] == 0.0
     assert np.all(p.render(100) == 0)
+    p.close()
+    assert not p.stream_open
 
 
 @pytest.fixture

@@ -1,65 +1,89 @@
 """The `stemgui` command: subcommands for batch work, or the desktop app when none is given.
 
-Each subcommand lives in its own module `stemgui/cli/<name>.py` exposing `register(subparsers)`, which adds
-a parser whose `func(args) -> int` runs it. Heavy imports (torch, Qt) happen inside `func`, so `--help` is fast.
+Each subcommand lives in its own module `stemgui/cli/<module>.py` exposing `register(subparsers)`, which adds
+a parser whose `func(args) -> int` runs it. `COMMANDS` maps each command name to its module, so running one
+command imports only that module; heavy imports (torch, Qt) happen inside `func`, so `--help` is fast.
+
+Without a command the app opens, unless there is no display to open it on: then the CLI separates the song
+given (if any) into ./separated instead of letting Qt abort. That decision is made here, so the GUI never
+imports the CLI.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
+import os
 import sys
+from collections.abc import Iterable
 
 from stemgui import __version__
 from stemgui.errors import Cancelled, StemGUIError
 
-COMMAND_MODULES = ("separate", "info", "models", "train", "evaluate", "synth")
+# command name -> module under stemgui.cli, in the order `stemgui --help` lists them
+COMMANDS: dict[str, str] = {
+    "separate": "separate",
+    "info": "info",
+    "models": "models",
+    "train": "train",
+    "evaluate": "evaluate",
+    "synth-dataset": "synth",
+}
+HEADLESS_OUTPUT = "separated"
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(commands: Iterable[str] | None = None) -> argparse.ArgumentParser:
+    """The parser of `commands` (default: all of them, as `--help` shows them)."""
     parser = argparse.ArgumentParser(
         prog="stemgui",
         description="Split songs into drums, bass, other and vocals. With no command, opens the app.",
     )
     parser.add_argument("--version", action="version", version=f"stemgui {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
-        modname = f"stemgui.cli.{name}"
-        if importlib.util.find_spec(modname) is not None:
-            importlib.import_module(modname).register(sub)
+    for name in COMMANDS if commands is None else commands:
+        importlib.import_module(f"stemgui.cli.{COMMANDS[name]}").register(sub)
     return parser
 
 
-def _wants_gui(argv: list[str]) -> bool:
-    if not argv:
+def has_display() -> bool:
+    """False on a Linux machine with no X11/Wayland display and no Qt platform chosen (a server, CI, SSH)."""
+    if not sys.platform.startswith("linux") or os.environ.get("QT_QPA_PLATFORM"):
         return True
-    first = argv[0]
-    if first in ("-h", "--help", "--version"):
-        return False
-    return first.startswith("--") or first not in _command_names()
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
-def _command_names() -> set[str]:
-    parser = build_parser()
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            return set(action.choices)
-    return set()
+def open_app(argv: list[str]) -> int:
+    """`stemgui [SONG] [options]`: the desktop app, or its main job on the command line when there is no screen."""
+    from stemgui.gui import app
+
+    args = app.build_parser().parse_args(argv)
+    if app.is_scripted(args) or has_display():
+        return app.run(args)
+    if not args.song:
+        print("stemgui: error: no display found to open the app; run `stemgui separate SONG` instead",
+              file=sys.stderr)
+        return 2
+    print(f"stemgui: no display found, so the app cannot open; separating {args.song} on the command line "
+          f"into ./{HEADLESS_OUTPUT} instead", file=sys.stderr)
+    extra = ["--model", args.model] if args.model else []
+    return run_command(["separate", args.song, "-o", HEADLESS_OUTPUT, *extra])
+
+
+def run_command(argv: list[str]) -> int:
+    """Run the subcommand `argv[0]` (a key of COMMANDS) with its arguments."""
+    args = build_parser([argv[0]]).parse_args(argv)
+    return int(args.func(args) or 0)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        if _wants_gui(argv):
-            from stemgui.gui.app import main as gui_main
-
-            return gui_main(argv)
-        args = build_parser().parse_args(argv)
-        if not getattr(args, "func", None):
-            build_parser().print_help()
-            return 2
-        return int(args.func(args) or 0)
+        if argv and argv[0] in COMMANDS:
+            return run_command(argv)
+        if argv and argv[0] in ("-h", "--help", "--version"):
+            build_parser().parse_args(argv)  # prints and exits
+            return 0
+        return open_app(argv)
     except Cancelled as exc:
         print(f"stemgui: cancelled: {exc}", file=sys.stderr)
         return 130

@@ -1,7 +1,10 @@
-"""The MUSDB18-HQ folder layout: `root/<subset>/<track>/{mixture,drums,bass,other,vocals}.wav`.
+"""Dataset layouts: MUSDB18-HQ folders (`root/<subset>/<track>/{mixture,drums,bass,other,vocals}.wav`), MUSDB18
+`.stem.mp4` files, MIR-1K clips and folders of multitracks named by a `stem_map`.
 
-Training, evaluation, the synthetic generator and `separate --reference` all read and write this one layout,
-so it lives here once. Reading is whole-track (evaluation); training reads lazy segments itself.
+Training, the dataset check of the Fine-tune panel, evaluation, the synthetic generator and `separate --reference`
+all read these layouts, so what a layout is (file suffixes, stem file names, how a format is recognised, which
+sources it holds) lives here once: a folder that passes the check is read the same way by the trainer.
+Reading is whole-track (evaluation); training reads lazy segments itself.
 """
 
 from __future__ import annotations
@@ -15,6 +18,36 @@ from stemgui import SOURCES
 from stemgui.errors import DatasetError
 
 AUDIO_SUFFIXES = (".wav", ".flac")
+MIR1K_SOURCES = ("accompaniment", "vocals")  # a MIR-1K clip: left channel accompaniment, right channel voice
+STEM_MP4_STREAMS = {name: index + 1 for index, name in enumerate(SOURCES)}  # stream 0 is the mixture
+
+
+def detect_format(root: Path, requested: str = "auto", stem_map: dict[str, str] | None = None) -> str:
+    """The layout of the dataset at `root`: `requested` unless it is "auto", else recognised from its files."""
+    if requested != "auto":
+        return requested
+    if stem_map:
+        return "folder"
+    if next(root.rglob("*.stem.mp4"), None) is not None:
+        return "stem-mp4"
+    if (root / "Wavfile").is_dir():
+        return "mir1k"
+    return "musdb"
+
+
+def dataset_sources(fmt: str, requested: list[str] | tuple[str, ...] | None) -> list[str]:
+    """The sources to train on: MIR-1K holds two, so the default four stand for its own two."""
+    if fmt == "mir1k" and (not requested or list(requested) == list(SOURCES)):
+        return list(MIR1K_SOURCES)
+    return list(requested or SOURCES)
+
+
+def audio_files(folder: Path) -> list[Path]:
+    """The wav/flac files directly in `folder`, sorted by name (none when it cannot be listed)."""
+    try:
+        return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
+    except OSError:
+        return []
 
 
 def stem_file(track_dir: Path, name: str) -> Path | None:

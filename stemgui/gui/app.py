@@ -1,16 +1,23 @@
-"""`stemgui [SONG]` opens the desktop app; `--screenshot PATH --quit-when-done SONG` renders it and exits."""
+"""`stemgui [SONG]` opens the desktop app; `--screenshot PATH --quit-when-done SONG` renders it and exits.
+
+This module imports Qt only inside `run`, so the CLI can parse the app's options (and decide, without a
+display, to separate on the command line instead) without loading Qt.
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 from stemgui import __version__
+from stemgui.atomic import atomic_path
 
 ICON = Path(__file__).resolve().parents[2] / "resources" / "icons" / "stemgui.svg"
+SCREENSHOT_POSITION = 0.36  # of the song: the playhead in the picture
+SCREENSHOT_LOOP = (0.30, 0.48)  # of the song: a practice loop in the picture
+POLL_MS = 100
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,80 +33,54 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-class _PrintingDialogs:
-    """For scripted runs: messages go to stderr instead of blocking dialogs."""
+def is_scripted(args: argparse.Namespace) -> bool:
+    """A run that separates, maybe shoots, and exits on its own (it needs no display: Qt renders offscreen)."""
+    return bool(args.quit_when_done or args.screenshot)
 
-    @staticmethod
-    def make(parent):
-        from stemgui.gui.dialogs import RecordingDialogs
 
-        class Printing(RecordingDialogs):
-            def error(self, title, text):
-                super().error(title, text)
-                print(f"stemgui: error: {text}", file=sys.stderr)
+def printing_dialogs():
+    """For scripted runs: messages go to stderr instead of blocking dialogs (still recorded)."""
+    from stemgui.gui.dialogs import RecordingDialogs
 
-            def warning(self, title, text):
-                super().warning(title, text)
-                print(f"stemgui: warning: {text}", file=sys.stderr)
+    class PrintingDialogs(RecordingDialogs):
+        def error(self, title: str, text: str) -> None:
+            super().error(title, text)
+            print(f"stemgui: error: {text}", file=sys.stderr)
 
-            def info(self, title, text):
-                super().info(title, text)
-                print(f"stemgui: {text}", file=sys.stderr)
+        def warning(self, title: str, text: str) -> None:
+            super().warning(title, text)
+            print(f"stemgui: warning: {text}", file=sys.stderr)
 
-        return Printing(parent, confirm_answer=False)
+        def info(self, title: str, text: str) -> None:
+            super().info(title, text)
+            print(f"stemgui: {text}", file=sys.stderr)
+
+    return PrintingDialogs(confirm_answer=False)
 
 
 def save_png_atomic(widget, path: str | os.PathLike) -> Path:
-    """Grab `widget` and write it as PNG via a temporary file renamed into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        if not widget.grab().save(tmp, "PNG"):
+    """Grab `widget` and write it as PNG; the file appears complete or not at all."""
+    with atomic_path(path, suffix=".png") as tmp:
+        if not widget.grab().save(str(tmp), "PNG"):
             raise OSError(f"{path}: the screenshot could not be written")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
-
-
-def has_display() -> bool:
-    """False on a Linux machine with no X11/Wayland display and no Qt platform chosen (a server, CI, SSH)."""
-    if not sys.platform.startswith("linux") or os.environ.get("QT_QPA_PLATFORM"):
-        return True
-    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
-
-
-def _headless_fallback(args: argparse.Namespace) -> int:
-    """Without a screen the window cannot open: do the main job on the command line instead of crashing."""
-    if not args.song:
-        print("stemgui: error: no display found to open the app; run `stemgui separate SONG` instead",
-              file=sys.stderr)
-        return 2
-    print(f"stemgui: no display found, so the app cannot open; separating {args.song} on the command line "
-          "into ./separated instead", file=sys.stderr)
-    from stemgui.cli import main as cli_main
-
-    extra = ["--model", args.model] if args.model else []
-    return cli_main(["separate", args.song, "-o", "separated", *extra])
+    return Path(path)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    return run(build_parser().parse_args(list(sys.argv[1:] if argv is None else argv)))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Open the window (and, for a scripted run, separate, shoot and quit); returns the exit code."""
     try:
         width, height = (int(v) for v in args.size.lower().split("x"))
     except ValueError:
         print(f"stemgui: error: --size {args.size!r} is not WIDTHxHEIGHT", file=sys.stderr)
         return 2
-    scripted = bool(args.quit_when_done or args.screenshot)
+    scripted = is_scripted(args)
     if scripted and not args.song:
         print("stemgui: error: --screenshot and --quit-when-done need a SONG", file=sys.stderr)
         return 2
-
-    if not scripted and not has_display():
-        return _headless_fallback(args)
 
     from PySide6.QtCore import QTimer
     from PySide6.QtGui import QIcon
@@ -116,9 +97,10 @@ def main(argv: list[str] | None = None) -> int:
     apply_dark_theme(app)
     if ICON.is_file():
         app.setWindowIcon(QIcon(str(ICON)))
-    window = MainWindow(dialogs=None, model=args.model, enable_audio=not (args.no_audio or scripted))
-    if scripted:
-        window.dialogs = _PrintingDialogs.make(window)
+    dialogs = printing_dialogs() if scripted else None
+    window = MainWindow(dialogs=dialogs, model=args.model, enable_audio=not (args.no_audio or scripted))
+    if dialogs is not None:
+        dialogs.parent = window
     window.resize(width, height)
     window.show()
     result = {"rc": 0}
@@ -130,16 +112,14 @@ def main(argv: list[str] | None = None) -> int:
 
     if scripted:
         def when_drawn() -> None:
-            if window.is_busy() or any(l.columns_done < l.layout_info.columns for l in window.lanes):
-                QTimer.singleShot(100, when_drawn)
+            if window.is_busy() or not window.pictures_complete():
+                QTimer.singleShot(POLL_MS, when_drawn)
                 return
             if args.screenshot:
-                session = window.session
-                window.seek(session.duration * 0.36)  # show the playhead and a practice loop in the picture
-                window.set_loop(session.duration * 0.30, session.duration * 0.48)
-                window.player.loop_enabled = True
-                window.loop_action.setChecked(True)
-                window._show_loop()
+                duration = window.session.duration
+                window.seek(duration * SCREENSHOT_POSITION)
+                window.set_loop(duration * SCREENSHOT_LOOP[0], duration * SCREENSHOT_LOOP[1])
+                window.enable_loop(True)
                 app.processEvents()
                 try:
                     saved = save_png_atomic(window, args.screenshot)

@@ -1,18 +1,18 @@
 """Cache of separated stems, keyed by (song content hash, model weights hash, separation settings).
 
 Reopening a song with the same model and settings shows its stems at once. Each entry is a folder with one
-24-bit FLAC per stem (scaled down when a stem peaks over full scale) and a `manifest.json`; the folder is
-written under a temporary name and renamed into place, so a cancelled or failed write leaves nothing behind.
-Qt-free.
+24-bit FLAC per stem (scaled down when a stem peaks over full scale) and a `manifest.json`. Every file is written
+atomically (`stemgui.atomic`) and the manifest last: an entry without one is incomplete, a miss, and a cancelled
+or failed write removes the entry, so nothing half-written is ever read back. Qt-free.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,10 +21,13 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import soundfile as sf
 
+from stemgui.atomic import atomic_path, atomic_write_text
 from stemgui.errors import Cancelled
 from stemgui.paths import user_cache_dir
 
+log = logging.getLogger(__name__)
 CACHE_FORMAT = 1
+MANIFEST = "manifest.json"
 _digest_memo: dict[tuple[str, int, int], str] = {}
 
 
@@ -68,13 +71,13 @@ class StemCache:
         return self.root / key
 
     def __contains__(self, key: str) -> bool:
-        return (self.entry_dir(key) / "manifest.json").is_file()
+        return (self.entry_dir(key) / MANIFEST).is_file()
 
     def get(self, key: str) -> CachedStems | None:
         """The cached stems, or None when absent or unreadable (a damaged entry is removed)."""
         folder = self.entry_dir(key)
         try:
-            manifest = json.loads((folder / "manifest.json").read_text())
+            manifest = json.loads((folder / MANIFEST).read_text())
             if manifest.get("format") != CACHE_FORMAT:
                 raise ValueError("old cache format")
             stems = []
@@ -87,16 +90,17 @@ class StemCache:
             return CachedStems(stack, int(manifest["samplerate"]), tuple(manifest["sources"]), manifest)
         except FileNotFoundError:
             return None
-        except Exception:  # noqa: BLE001 - a damaged entry is a miss, not an error
+        except Exception as exc:  # noqa: BLE001 - a damaged entry is a miss, not an error
+            log.warning("cache entry %s is damaged and removed: %s", folder, exc)
             shutil.rmtree(folder, ignore_errors=True)
             return None
 
     def put(self, key: str, stems: np.ndarray, samplerate: int, sources: Sequence[str],
             meta: Mapping[str, object] | None = None, cancel: Callable[[], bool] | None = None) -> Path:
-        """Store stems (S, C, T) atomically; `cancel()` returning True aborts and leaves nothing behind."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        final = self.entry_dir(key)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", suffix=".tmp", dir=self.root))
+        """Store stems (S, C, T); `cancel()` returning True aborts and leaves nothing behind."""
+        folder = self.entry_dir(key)
+        (folder / MANIFEST).unlink(missing_ok=True)  # an entry being replaced is a miss until it is complete
+        folder.mkdir(parents=True, exist_ok=True)
         try:
             scales = []
             for name, stem in zip(sources, stems):
@@ -104,19 +108,17 @@ class StemCache:
                     raise Cancelled("Caching the stems was cancelled.")
                 peak = float(np.abs(stem).max()) if stem.size else 0.0
                 scale = peak / 0.999 if peak > 0.999 else 1.0
-                sf.write(tmp / f"{name}.flac", (stem / scale).T, samplerate, subtype="PCM_24", format="FLAC")
+                with atomic_path(folder / f"{name}.flac", suffix=".flac") as tmp:
+                    sf.write(tmp, (stem / scale).T, samplerate, subtype="PCM_24", format="FLAC")
                 scales.append(scale)
             manifest = {"format": CACHE_FORMAT, "sources": list(sources), "samplerate": int(samplerate),
                         "frames": int(stems.shape[2]), "channels": int(stems.shape[1]), "scales": scales,
                         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **dict(meta or {})}
-            (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, default=str))
-            if final.exists():
-                shutil.rmtree(final, ignore_errors=True)
-            os.replace(tmp, final)
+            atomic_write_text(folder / MANIFEST, json.dumps(manifest, indent=1, default=str))
         except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.rmtree(folder, ignore_errors=True)
             raise
-        return final
+        return folder
 
     def size_bytes(self) -> int:
         if not self.root.exists():

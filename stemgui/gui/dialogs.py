@@ -147,11 +147,33 @@ class ExportDialog(QDialog):
                              mix=self.mix_box.isChecked(), loop_only=self.loop_box.isChecked())
 
 
+def model_purpose(card: dict) -> str:
+    """What a model is good for, in words: its catalog description, or what we know of how it was made."""
+    if card.get("description"):
+        return str(card["description"])
+    training = card.get("training") or {}
+    if card.get("name") == "default":
+        return ("A small separator trained here on synthetic songs: it works offline but separates coarsely "
+                "(drums bleed into the vocals). Much better models are one click away: Get models….")
+    if isinstance(training, dict) and training.get("base_model_name"):
+        return f"Fine-tuned from '{training['base_model_name']}' on your own stems."
+    if isinstance(training, dict) and training.get("imported_from"):
+        return f"Imported from {training['imported_from']}."
+    return ""
+
+
 def card_html(card: dict) -> str:
     """A model card in a few readable lines for the settings panel."""
     if not card:
         return "<i>No model card.</i>"
-    lines = [f"<b>{card.get('name', 'model')}</b> · {card.get('architecture', 'hdemucs')}"]
+    from html import escape
+
+    members = (card.get("args") or {}).get("members") if card.get("architecture") == "bag" else None
+    kind = f"bag of {len(members)} models" if members else card.get("architecture", "hdemucs")
+    lines = [f"<b>{escape(str(card.get('title') or card.get('name', 'model')))}</b> · {escape(str(kind))}"]
+    purpose = model_purpose(card)
+    if purpose:
+        lines.append(escape(purpose))
     sources = card.get("sources")
     if sources:
         lines.append("Stems: " + ", ".join(sources))
@@ -165,6 +187,8 @@ def card_html(card: dict) -> str:
         for key in ("dataset", "preset", "steps", "note"):
             if training.get(key) is not None:
                 lines.append(f"{key.capitalize()}: {training[key]}")
+    if card.get("licence"):
+        lines.append("Licence: " + escape(str(card["licence"]).split(". ")[0].rstrip(".")) + ".")
     if card.get("created"):
         lines.append(f"Created {str(card['created'])[:10]}")
     return "<br>".join(lines)

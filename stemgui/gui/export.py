@@ -1,41 +1,48 @@
 """Export chosen stems as files, or the mix exactly as the listener hears it, as wav / flac / mp3.
 
 Qt-free so that it runs in a worker thread and in tests. Files are written in blocks (for progress and a
-prompt cancel) to a hidden temporary file in the destination folder and renamed into place when complete;
-existing files are only replaced when `confirm_overwrite` says so; a full disk is reported in one sentence.
+prompt cancel) through `stemgui.audio.AudioWriter`, which writes a hidden temporary file beside the target and
+renames it into place when complete (and knows MP3's sample rates and the PyAV fallback); existing files are
+only replaced when `confirm_overwrite` says so; a full disk is reported in one sentence.
 """
 
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
-import soundfile as sf
 
+from stemgui.audio import AudioWriter
 from stemgui.errors import AudioError, Cancelled
 from stemgui.gui.mixer import LaneMix, lane_gains, mix
 
+log = logging.getLogger(__name__)
 FORMATS = ("wav", "flac", "mp3")
 BLOCK = 1 << 16
+MP3_COMPRESSION = 8  # bytes of PCM per byte of 320 kbit/s MP3, roughly: for the free-space check
 
 ProgressFn = Callable[[float, str], None]
 CancelFn = Callable[[], bool]
 ConfirmFn = Callable[[list[Path]], bool]
 
 
-def _subtype(fmt: str, bit_depth: int | str) -> tuple[str, str]:
-    if fmt == "mp3":
-        return "MP3", "MPEG_LAYER_III"
+class OverwriteDeclined(Cancelled):
+    """Files to export exist and replacing them was not confirmed: nothing was written."""
+
+
+def _writer_bit_depth(fmt: str, bit_depth: int | str) -> int:
+    """The AudioWriter sample size for `fmt`: wav 16/24/32-bit float, flac 16/24 (never float), mp3 any."""
+    if fmt not in FORMATS:
+        raise AudioError(f"Unsupported export format {fmt!r}; choose one of {', '.join(FORMATS)}.")
+    depth = 32 if bit_depth in ("float", 32) else int(bit_depth)
     if fmt == "flac":
-        return "FLAC", "PCM_16" if bit_depth == 16 else "PCM_24"
-    if fmt == "wav":
-        return "WAV", {16: "PCM_16", 24: "PCM_24", 32: "FLOAT", "float": "FLOAT"}[bit_depth]
-    raise AudioError(f"Unsupported export format {fmt!r}; choose one of {', '.join(FORMATS)}.")
+        return 16 if depth == 16 else 24
+    return depth if fmt == "wav" else 16
 
 
 def stem_paths(folder: str | os.PathLike, song_name: str, names: Sequence[str], fmt: str) -> list[Path]:
@@ -50,7 +57,7 @@ def existing(paths: Sequence[Path]) -> list[Path]:
 def _check_overwrite(paths: Sequence[Path], confirm_overwrite: ConfirmFn | None) -> None:
     clash = existing(paths)
     if clash and not (confirm_overwrite is not None and confirm_overwrite(clash)):
-        raise Cancelled(f"{clash[0]}: already exists; nothing was overwritten.")
+        raise OverwriteDeclined(f"{clash[0]}: already exists; nothing was overwritten.")
 
 
 def _check_space(folder: Path, needed: int) -> None:
@@ -60,46 +67,51 @@ def _check_space(folder: Path, needed: int) -> None:
                          "needed); nothing was written.")
 
 
+def _disk_full(exc: BaseException, folder: Path) -> bool:
+    """Whether a write failed for lack of space (libsndfile reports a full disk as a short write)."""
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            return True
+        exc = exc.__cause__
+    try:
+        return shutil.disk_usage(folder).free < (1 << 20)
+    except OSError:
+        return False
+
+
 def write_audio(path: str | os.PathLike, frames: int, channels: int, samplerate: int,
-                blocks: Callable[[int, int], np.ndarray], fmt: str | None = None, bit_depth: int | str = 24,
+                blocks: Callable[[int, int], np.ndarray], bit_depth: int | str = 24,
                 progress: Callable[[float], None] | None = None, cancel: CancelFn | None = None) -> Path:
-    """Write `frames` samples produced block by block by `blocks(start, end) -> (channels, n)` atomically."""
+    """Write `frames` samples produced block by block by `blocks(start, end) -> (channels, n)` atomically.
+
+    The format comes from the suffix (wav, flac or mp3); integer formats clip to [-1, 1] as playback does.
+    """
     path = Path(path)
-    fmt = fmt or path.suffix.lstrip(".").lower()
-    major, subtype = _subtype(fmt, bit_depth)
+    fmt = path.suffix.lstrip(".").lower()
+    depth = _writer_bit_depth(fmt, bit_depth)
     folder = path.parent
     folder.mkdir(parents=True, exist_ok=True)
-    bytes_per = 4 if subtype == "FLOAT" else 3 if subtype == "PCM_24" else 2
-    _check_space(folder, frames * channels * bytes_per // (8 if fmt == "mp3" else 1) + (1 << 16))
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".part.{fmt}", dir=folder)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    clip = subtype != "FLOAT"
+    _check_space(folder, frames * channels * depth // 8 // (MP3_COMPRESSION if fmt == "mp3" else 1) + (1 << 16))
     try:
-        with sf.SoundFile(tmp, "w", samplerate=samplerate, channels=channels, format=major, subtype=subtype) as f:
+        with AudioWriter(path, samplerate, channels, bit_depth=depth) as writer:
             for start in range(0, max(frames, 1), BLOCK):
                 if cancel is not None and cancel():
                     raise Cancelled(f"{path}: export cancelled; nothing was written.")
                 end = min(frames, start + BLOCK)
                 block = np.asarray(blocks(start, end), dtype=np.float32)
-                if clip:
-                    block = np.clip(block, -1.0, 1.0)
-                f.write(np.ascontiguousarray(block.T))
+                writer.write(block if writer.float_output else np.clip(block, -1.0, 1.0))
                 if progress is not None:
                     progress(end / max(frames, 1))
-        os.replace(tmp, path)
-    except (Cancelled, AudioError):
-        tmp.unlink(missing_ok=True)
+    except Cancelled:
         raise
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        if exc.errno == errno.ENOSPC:
+    except Exception as exc:  # noqa: BLE001 - OSError, the writer's AudioError, libsndfile errors
+        if _disk_full(exc, folder):
             raise AudioError(f"{path}: the disk is full; nothing was written.") from exc
-        raise AudioError(f"{path}: could not be written ({exc.strerror or exc}).") from exc
-    except Exception as exc:  # noqa: BLE001 - libsndfile errors (a full disk shows up as a short write)
-        tmp.unlink(missing_ok=True)
-        if shutil.disk_usage(folder).free < (1 << 20):
-            raise AudioError(f"{path}: the disk is full; nothing was written.") from exc
+        if isinstance(exc, AudioError):
+            raise
+        if isinstance(exc, OSError):
+            raise AudioError(f"{path}: could not be written ({exc.strerror or exc}).") from exc
+        log.exception("writing %s failed", path)
         raise AudioError(f"{path}: could not be written ({exc}).") from exc
     return path
 
@@ -123,7 +135,7 @@ def export_stems(stems: np.ndarray, names: Sequence[str], samplerate: int, folde
                 progress((k + frac) / len(chosen), f"Writing {name} ({k + 1}/{len(chosen)})")
 
         written.append(write_audio(path, stem.shape[1], stem.shape[0], samplerate,
-                                   lambda a, b, stem=stem: stem[:, a:b], fmt, bit_depth, step, cancel))
+                                   lambda a, b, stem=stem: stem[:, a:b], bit_depth, step, cancel))
     return written
 
 
@@ -144,4 +156,4 @@ def export_mix(audio: np.ndarray, lanes: Sequence[LaneMix], samplerate: int, pat
             progress(frac, f"Writing {path.name}")
 
     return write_audio(path, end - start, 2, samplerate,
-                       lambda a, b: mix(audio[:, :, start + a:start + b], gains), None, bit_depth, step, cancel)
+                       lambda a, b: mix(audio[:, :, start + a:start + b], gains), bit_depth, step, cancel)

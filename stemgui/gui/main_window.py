@@ -1,38 +1,44 @@
 """The main window: drop a song, watch it separate into lanes, play / mute / solo / loop, export.
 
-The window owns the state (the session's audio, one LaneMix per lane, the loop region) and pushes it to
-the lanes and the player; heavy work goes to the workers in `workers.py`, so the event loop never stalls.
+The window owns the session's state (its audio, one LaneMix per lane) and pushes it to the lanes and the player;
+the player is the one owner of the loop (region and on/off), which the lanes and the Loop action only show.
+Heavy work goes to the workers in `workers.py`, so the event loop never stalls. The settings dock
+(`settings_panel`), the job bar (`job_bar`) and the Fine-tune dock (`finetune`) are widgets of their own.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
-from PySide6.QtCore import QEvent, QSize, Qt, QTimer, Signal
-from PySide6.QtGui import QAction, QActionGroup, QKeySequence, QShortcut, QStandardItemModel
-from PySide6.QtWidgets import (QComboBox, QDockWidget, QDoubleSpinBox, QFormLayout, QHBoxLayout, QLabel,
-                               QLineEdit, QMainWindow, QProgressBar, QPushButton, QScrollArea, QSizePolicy,
-                               QSpinBox, QStyle, QToolButton, QVBoxLayout, QWidget)
+from PySide6.QtCore import QEvent, QSignalBlocker, QSize, Qt, QTimer, Signal
+from PySide6.QtGui import QAction, QActionGroup, QKeySequence, QShortcut
+from PySide6.QtWidgets import (QDialog, QDockWidget, QHBoxLayout, QLabel, QMainWindow, QScrollArea, QSizePolicy, QStyle,
+                               QToolButton, QVBoxLayout, QWidget)
 
+from stemgui import SOURCES
 from stemgui.errors import StemGUIError
 from stemgui.gui import export as exporter
 from stemgui.gui.cache import StemCache
-from stemgui.gui.devices import device_choices
-from stemgui.gui.dialogs import Dialogs, ExportOptions, card_html
+from stemgui.gui.dialogs import Dialogs, ExportOptions
+from stemgui.gui.finetune import FineTunePanel
+from stemgui.gui.job_bar import JobBar, format_time
 from stemgui.gui.lanes import AXIS_WIDTH, HEADER_WIDTH, Lane
 from stemgui.gui.mixer import PRESETS, LaneMix, apply_preset, audible
 from stemgui.gui.player import Player, audio_output_status
-from stemgui.gui.settings import EXPORT_FORMATS, AppSettings
+from stemgui.gui.settings import AppSettings
+from stemgui.gui.settings_panel import SeparationSettingsPanel
 from stemgui.gui.spectrogram import SpectrogramLayout
 from stemgui.gui.workers import MIX_NAME, ExportWorker, SeparationWorker, Session, SpectrogramWorker
+from stemgui.separate import SeparationSettings
 
+log = logging.getLogger(__name__)
 UI_REFRESH_MS = 33
-
-
-def format_time(seconds: float) -> str:
-    seconds = max(0.0, seconds)
-    return f"{int(seconds // 60)}:{seconds % 60:04.1f}"
+DEFAULT_LOOP_SECONDS = 8.0  # Loop switched on with no region dragged: loop this much from the playhead
+MIN_LOOP_SECONDS = 0.05  # a shorter drag is a click, not a region
+PLACEHOLDER_SECONDS = 10  # the blank lanes shown before any song is opened
+WARNING_STYLE = "color: #f2c94c;"
 
 
 class MainWindow(QMainWindow):
@@ -45,7 +51,6 @@ class MainWindow(QMainWindow):
         self.settings = settings or AppSettings()
         self.dialogs = dialogs or Dialogs(self)
         self.cache = cache or StemCache()
-        self.model_override = model
         self.setWindowTitle("StemGUI")
         self.setAcceptDrops(True)
         self.resize(1360, 860)
@@ -55,21 +60,25 @@ class MainWindow(QMainWindow):
         self.lanes: list[Lane] = []
         self.mixes: list[LaneMix] = []
         self.focused_lane = 0
-        self.loop_seconds: tuple[float, float] | None = None
         self.worker: SeparationWorker | None = None
         self.export_worker: ExportWorker | None = None
-        self._old_workers: list = []
+        self._job: SeparationWorker | ExportWorker | None = None  # the job the job bar shows (Cancel stops it)
+        self._old_workers: list[SeparationWorker] = []
         self.generation = 0
         self._spec_requested: list[int] = []
         self._last_position = -1
+        self._docks_sized = False
+        self.models_dialog = None  # the "Get models…" dialog, created on first use
         self.spec_worker = SpectrogramWorker(self)
         self.spec_worker.columns_ready.connect(self._on_columns)
         self.spec_worker.idle.connect(self._on_spec_idle)
         self.spec_worker.start()
         self._build_actions()
-        self._build_ui()
-        self._build_settings_dock()
-        self._install_panels()
+        self._build_menus()
+        self._build_transport_bar()
+        self._build_central()
+        self._build_status_bar()
+        self._build_docks(model)
         self._prebuild_lanes()
         self._update_actions()
         self.timer = QTimer(self)
@@ -99,7 +108,7 @@ class MainWindow(QMainWindow):
         self.quit_action = action("Quit", self.close, QKeySequence.Quit)
         self.play_action = action("Play", self.toggle_play, None, "Play / pause (Space)")
         self.home_action = action("Start", self.go_home, None, "Back to the start (Home)")
-        self.loop_action = action("Loop", self.toggle_loop, None,
+        self.loop_action = action("Loop", self.enable_loop, None,
                                   "Loop the region dragged on a lane (L)", checkable=True)
         style = self.style()
         self.play_icon = style.standardIcon(QStyle.SP_MediaPlay)
@@ -110,6 +119,8 @@ class MainWindow(QMainWindow):
         self.loop_action.setIcon(style.standardIcon(QStyle.SP_BrowserReload))
         self.export_action.setIcon(style.standardIcon(QStyle.SP_DialogSaveButton))
         self.cancel_action = action("Cancel", self.cancel_separation, None, "Stop the separation")
+        self.get_models_action = action("Get models…", self.open_models_dialog, None,
+                                        "Download published separation models (HTDemucs and others)")
         self.rerun_action = action("Separate again", self.separate_again, "Ctrl+R",
                                    "Separate the current song again with the current settings")
         # Single-key shortcuts are QShortcuts on the window, so they work wherever focus is in the lanes.
@@ -127,7 +138,7 @@ class MainWindow(QMainWindow):
             self.scale_group.addAction(a)
             self.scale_actions[scale] = a
 
-    def _build_ui(self) -> None:
+    def _build_menus(self) -> None:
         menu = self.menuBar()
         file_menu = menu.addMenu("&File")
         file_menu.addAction(self.open_action)
@@ -150,14 +161,16 @@ class MainWindow(QMainWindow):
             a.triggered.connect(lambda _=False, n=name: self.apply_preset(n))
             presets_menu.addAction(a)
             self.preset_actions[name] = a
+        models_menu = menu.addMenu("&Models")
+        models_menu.addAction(self.get_models_action)
         sep_menu = menu.addMenu("&Separation")
         sep_menu.addAction(self.rerun_action)
         sep_menu.addAction(self.cancel_action)
-        view_menu = menu.addMenu("&View")
+        self.view_menu = menu.addMenu("&View")
         for a in self.scale_actions.values():
-            view_menu.addAction(a)
-        self.view_menu = view_menu
+            self.view_menu.addAction(a)
 
+    def _build_transport_bar(self) -> None:
         bar = self.addToolBar("Transport")
         bar.setObjectName("transport")
         bar.setMovable(False)
@@ -196,6 +209,7 @@ class MainWindow(QMainWindow):
         bar.addWidget(self.song_label)
         bar.addAction(self.export_action)
 
+    def _build_central(self) -> None:
         central = QWidget()
         cl = QVBoxLayout(central)
         cl.setContentsMargins(0, 0, 0, 0)
@@ -214,119 +228,36 @@ class MainWindow(QMainWindow):
         self.drop_hint.setAlignment(Qt.AlignCenter)
         self.drop_hint.setAttribute(Qt.WA_TransparentForMouseEvents)
         self.scroll.installEventFilter(self)
-
-        self.job_bar = QWidget()
-        self.job_bar.setObjectName("jobBar")
-        self.job_bar.setAttribute(Qt.WA_StyledBackground, True)
-        jl = QHBoxLayout(self.job_bar)
-        jl.setContentsMargins(12, 6, 12, 6)
-        self.stage_label = QLabel("")
-        self.stage_label.setMinimumWidth(260)
-        self.progress_bar = QProgressBar()
-        self.progress_bar.setRange(0, 1000)
-        self.progress_bar.setTextVisible(False)
-        self.progress_bar.setFixedHeight(10)
-        self.eta_label = QLabel("")
-        self.eta_label.setMinimumWidth(120)
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.clicked.connect(self.cancel_separation)
-        jl.addWidget(self.stage_label)
-        jl.addWidget(self.progress_bar, 1)
-        jl.addWidget(self.eta_label)
-        jl.addWidget(self.cancel_button)
-        self.job_bar.setFixedHeight(34)  # always there: showing a job never re-lays out (and repaints) the lanes
-        self._show_job(False)
+        self.job_bar = JobBar()
+        self.job_bar.cancel_requested.connect(self.cancel_job)
         cl.addWidget(self.job_bar)
         self.setCentralWidget(central)
 
+    def _build_status_bar(self) -> None:
         self.audio_label = QLabel("")
         self.statusBar().addPermanentWidget(self.audio_label)
         if not self.audio_ok:
-            self.audio_label.setText(self.audio_reason)
-            self.audio_label.setStyleSheet("color: #f2c94c;")
-            self.play_action.setToolTip(self.audio_reason)
+            self._show_audio_problem()
         self.statusBar().showMessage("Drop a song to split it into drums, bass, other and vocals.")
 
-    def _build_settings_dock(self) -> None:
-        panel = QWidget()
-        form = QFormLayout(panel)
-        form.setContentsMargins(10, 10, 10, 10)
-        self.model_combo = QComboBox()
-        self.model_combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
-        self._fill_models()
-        self.model_combo.currentIndexChanged.connect(self._on_model_changed)
-        form.addRow("Model", self.model_combo)
-        self.card_label = QLabel("")
-        self.card_label.setWordWrap(True)
-        self.card_label.setObjectName("small")
-        form.addRow("", self.card_label)
-        self.device_combo = QComboBox()
-        model = QStandardItemModel(self.device_combo)
-        self.device_combo.setModel(model)
-        for choice in device_choices():
-            self.device_combo.addItem(choice.label if choice.enabled else f"{choice.label} — {choice.reason}",
-                                      choice.id)
-            item = model.item(self.device_combo.count() - 1)
-            item.setEnabled(choice.enabled)
-            item.setToolTip(choice.reason or choice.label)
-        idx = self.device_combo.findData(self.settings.device)
-        self.device_combo.setCurrentIndex(idx if idx >= 0 and model.item(idx).isEnabled() else 0)
-        self.device_combo.currentIndexChanged.connect(
-            lambda _i: setattr(self.settings, "device", self.device_combo.currentData()))
-        form.addRow("Device", self.device_combo)
-        self.shifts_spin = QSpinBox()
-        self.shifts_spin.setRange(0, 10)
-        self.shifts_spin.setValue(self.settings.shifts)
-        self.shifts_spin.setToolTip("Random time shifts averaged: better quality, N+1 times slower")
-        self.shifts_spin.valueChanged.connect(lambda v: setattr(self.settings, "shifts", v))
-        form.addRow("Shifts", self.shifts_spin)
-        self.overlap_spin = QDoubleSpinBox()
-        self.overlap_spin.setRange(0.0, 0.9)
-        self.overlap_spin.setSingleStep(0.05)
-        self.overlap_spin.setValue(self.settings.overlap)
-        self.overlap_spin.valueChanged.connect(lambda v: setattr(self.settings, "overlap", v))
-        form.addRow("Overlap", self.overlap_spin)
-        self.segment_spin = QDoubleSpinBox()
-        self.segment_spin.setRange(0.0, 60.0)
-        self.segment_spin.setSingleStep(0.5)
-        self.segment_spin.setSpecialValueText("model default")
-        self.segment_spin.setSuffix(" s")
-        self.segment_spin.setValue(self.settings.segment)
-        self.segment_spin.valueChanged.connect(lambda v: setattr(self.settings, "segment", v))
-        form.addRow("Segment", self.segment_spin)
-        self.format_combo = QComboBox()
-        self.format_combo.addItems(list(EXPORT_FORMATS))
-        self.format_combo.setCurrentText(self.settings.output_format)
-        self.format_combo.currentTextChanged.connect(lambda v: setattr(self.settings, "output_format", v))
-        form.addRow("Export format", self.format_combo)
-        folder_row = QHBoxLayout()
-        self.folder_edit = QLineEdit(self.settings.output_folder)
-        self.folder_edit.editingFinished.connect(
-            lambda: setattr(self.settings, "output_folder", self.folder_edit.text()))
-        browse = QPushButton("…")
-        browse.setFixedWidth(28)
-        browse.clicked.connect(self._choose_folder)
-        folder_row.addWidget(self.folder_edit, 1)
-        folder_row.addWidget(browse)
-        form.addRow("Export folder", folder_row)
-        rerun = QPushButton("Separate again")
-        rerun.clicked.connect(self.separate_again)
-        form.addRow("", rerun)
-        self.settings_dock = self.add_panel(panel, "Separation settings", Qt.RightDockWidgetArea)
+    def _build_docks(self, model_override: str | None) -> None:
+        self.settings_panel = SeparationSettingsPanel(self.settings, self.dialogs, model_override)
+        self.settings_panel.separate_again_requested.connect(self.separate_again)
+        self.settings_panel.get_models_requested.connect(self.open_models_dialog)
+        self.settings_dock = self.add_panel(self.settings_panel, "Separation settings", Qt.RightDockWidgetArea)
         self.settings_dock.setObjectName("settingsDock")
         self.settings_dock.setMinimumWidth(250)
         self.settings_dock.setMaximumWidth(340)  # the lanes get the room
 
-        self._on_model_changed()
-
-    def showEvent(self, event) -> None:  # noqa: N802 - Qt API
-        super().showEvent(event)
-        if not getattr(self, "_docks_sized", False):  # docks can only be sized once the window is laid out
-            self._docks_sized = True
-            self.resizeDocks([self.settings_dock], [300], Qt.Horizontal)
+        self.finetune_panel = FineTunePanel(self, settings=self.settings.store)
+        self.finetune_panel.modelRegistered.connect(self._on_model_registered)
+        self.finetune_dock = self.add_panel(self.finetune_panel, "Fine-tune", Qt.BottomDockWidgetArea)
+        self.finetune_dock.setObjectName("fineTuneDock")
+        if not self.finetune_panel.is_training():  # hidden until opened, unless an earlier training still runs
+            self.finetune_dock.hide()
 
     def add_panel(self, widget: QWidget, title: str, area=Qt.RightDockWidgetArea) -> QDockWidget:
-        """Dock a tool panel (the settings, and later the fine-tuning panel) and list it under View."""
+        """Dock a tool panel and list it under View."""
         dock = QDockWidget(title, self)
         dock.setWidget(widget)
         dock.setFeatures(QDockWidget.DockWidgetClosable | QDockWidget.DockWidgetMovable)
@@ -334,76 +265,53 @@ class MainWindow(QMainWindow):
         self.view_menu.addAction(dock.toggleViewAction())
         return dock
 
-    def _install_panels(self) -> None:
-        """Hook for optional panels: `stemgui.gui.finetune.install(window)` adds the fine-tuning dock if present."""
-        try:
-            from stemgui.gui import finetune
-        except ImportError:
-            return
-        install = getattr(finetune, "install", None)
-        if callable(install):
-            try:
-                install(self)
-            except Exception as exc:  # noqa: BLE001 - an optional panel must not stop the app
-                self.statusBar().showMessage(f"The fine-tuning panel could not be loaded: {exc}", 10000)
+    def showEvent(self, event) -> None:  # noqa: N802 - Qt API
+        super().showEvent(event)
+        if not self._docks_sized:  # docks can only be sized once the window is laid out
+            self._docks_sized = True
+            self.resizeDocks([self.settings_dock], [300], Qt.Horizontal)
+
+    def eventFilter(self, obj, event) -> bool:  # noqa: N802 - Qt API
+        if obj is self.scroll and event.type() == QEvent.Resize:
+            self.drop_hint.setGeometry(self.scroll.rect())
+        return super().eventFilter(obj, event)
 
     # ================================================================== models and settings
-    def _fill_models(self) -> None:
-        self.model_combo.blockSignals(True)
-        self.model_combo.clear()
-        try:
-            from stemgui.models.registry import list_models
-
-            entries = list_models()
-        except Exception:  # noqa: BLE001 - an unreadable models folder leaves the list empty
-            entries = []
-        self.model_cards = {}
-        for e in entries:
-            self.model_combo.addItem(f"{e.name}{'' if e.bundled else ' (yours)'}", str(e.path))
-            self.model_cards[str(e.path)] = e.card
-        if self.model_override:
-            self.model_combo.addItem(Path(self.model_override).stem, self.model_override)
-        wanted = self.model_override or self.settings.model
-        idx = self.model_combo.findData(wanted) if wanted else 0
-        if idx < 0:
-            idx = next((i for i in range(self.model_combo.count())
-                        if self.model_combo.itemText(i).split(" ")[0] == wanted), 0)
-        self.model_combo.setCurrentIndex(max(0, idx))
-        self.model_combo.blockSignals(False)
-
-    def _on_model_changed(self, _index: int = 0) -> None:
-        data = self.model_combo.currentData()
-        if data and data != self.model_override:
-            self.settings.model = data
-        card = self.model_cards.get(data) if data else None
-        if card is None and data:
-            try:
-                from stemgui.models.card import read_card
-                from stemgui.models.registry import resolve_model
-
-                card = read_card(resolve_model(data))
-            except Exception:  # noqa: BLE001
-                card = None
-        self.card_label.setText(card_html(card) if card else "<i>No model found: install one or pass --model.</i>")
-
     def current_model_path(self) -> Path:
         """The chosen model's weights; raises ModelError with one sentence when it is missing."""
+        return self.settings_panel.current_model_path()
+
+    def separation_settings(self) -> SeparationSettings:
+        return self.settings_panel.separation_settings()
+
+    def open_models_dialog(self) -> QDialog | None:
+        """The catalog of published models; a finished download is listed and selected in the picker."""
+        from stemgui.gui.models_dialog import ModelsDialog
+
+        if self.models_dialog is None:
+            try:
+                self.models_dialog = ModelsDialog(self.dialogs, parent=self)
+            except StemGUIError as exc:
+                self.dialogs.error("Get models", str(exc))
+                return None
+            self.models_dialog.installed.connect(self._on_model_downloaded)
+        self.models_dialog.show()
+        self.models_dialog.raise_()
+        return self.models_dialog
+
+    def _on_model_downloaded(self, name: str) -> None:
         from stemgui.models.registry import resolve_model
 
-        choice = self.model_override or self.model_combo.currentData() or self.settings.model or None
-        return resolve_model(choice)
+        try:
+            self._on_model_registered(resolve_model(name))
+        except StemGUIError as exc:
+            self.dialogs.error("Get models", str(exc))
 
-    def separation_settings(self):
-        from stemgui.separate import SeparationSettings
-
-        return SeparationSettings(segment=self.settings.segment or None, overlap=self.settings.overlap,
-                                  shifts=self.settings.shifts, device=self.settings.device, batch_size=1)
-
-    def _choose_folder(self) -> None:
-        folder = self.dialogs.choose_folder(self.folder_edit.text())
-        if folder:
-            self.folder_edit.setText(folder)
-            self.settings.output_folder = folder
+    def _on_model_registered(self, path: Path) -> None:
+        """A fine-tuned model joined the registry: list it and choose it."""
+        self.settings_panel.refresh_models()
+        self.settings_panel.select_model(path)
+        self.statusBar().showMessage(f"Model '{path.stem}' is ready and selected: separate a song with it.", 10000)
 
     def _fill_recent(self) -> None:
         self.recent_menu.clear()
@@ -451,7 +359,7 @@ class MainWindow(QMainWindow):
         self._stop_worker()
         self.settings.add_recent(path)
         worker = SeparationWorker(path, model_path, settings, self.cache, self)
-        worker.stage.connect(self._on_stage)
+        worker.stage.connect(self.job_bar.set_stage)
         worker.progress.connect(self._on_progress)
         worker.prepared.connect(self._on_prepared)
         worker.chunk.connect(self._on_chunk)
@@ -460,60 +368,62 @@ class MainWindow(QMainWindow):
         worker.failed.connect(self._on_failed)
         worker.cancelled.connect(self._on_cancelled)
         self.worker = worker
-        self.progress_bar.setValue(0)
-        self.eta_label.setText("")
-        self._show_job(True)
-        self.cancel_button.setEnabled(True)
-        self.stage_label.setText(f"Opening {path.name}")
+        self._show_job(worker, f"Opening {path.name}")
         self.statusBar().showMessage(f"Opening {path}")
         worker.start()
         self._update_actions()
         return True
 
-    def _show_job(self, busy: bool) -> None:
-        for w in (self.progress_bar, self.eta_label, self.cancel_button):
-            w.setVisible(busy)
-        if not busy:
-            self.stage_label.setText("Ready" if self.session is not None else "")
+    def _show_job(self, job: SeparationWorker | ExportWorker, stage: str) -> None:
+        self._job = job
+        self.job_bar.start(stage)
+
+    def _end_job(self) -> None:
+        self._job = None
+        self.job_bar.finish("Ready" if self.session is not None else "")
 
     def separate_again(self) -> None:
         if self.session is not None:
             self.open_song(self.session.path)
 
+    def cancel_job(self) -> None:
+        """The job bar's Cancel: stop the job it shows (a separation or an export)."""
+        if self._job is not None and self._job.isRunning():
+            self._job.cancel()
+            self.job_bar.cancelling()
+
     def cancel_separation(self) -> None:
         if self.worker is not None and self.worker.isRunning():
             self.worker.cancel()
-            self.cancel_button.setEnabled(False)
-            self.stage_label.setText("Cancelling…")
+            if self._job is self.worker:
+                self.job_bar.cancelling()
 
     def _stop_worker(self) -> None:
         """Cancel a running separation before another starts (it stops within a second)."""
         worker, self.worker = self.worker, None
-        if worker is not None:
-            for sig in (worker.stage, worker.progress, worker.prepared, worker.chunk, worker.notice,
-                        worker.finished_ok, worker.failed, worker.cancelled):
-                try:
-                    sig.disconnect()
-                except (RuntimeError, TypeError):
-                    pass
-            worker.cancel()
-            if worker.isRunning():
-                self._old_workers.append(worker)
-                worker.finished.connect(lambda w=worker: self._old_workers.remove(w) if w in self._old_workers else None)
+        if worker is None:
+            return
+        for sig in (worker.stage, worker.progress, worker.prepared, worker.chunk, worker.notice,
+                    worker.finished_ok, worker.failed, worker.cancelled):
+            try:
+                sig.disconnect()
+            except (RuntimeError, TypeError) as exc:  # nothing connected: nothing to disconnect
+                log.debug("disconnecting an old separation worker: %s", exc)
+        worker.cancel()
+        if worker.isRunning():
+            self._old_workers.append(worker)
+            worker.finished.connect(lambda w=worker: self._old_workers.remove(w) if w in self._old_workers else None)
 
     def is_busy(self) -> bool:
         building = self.session is not None and len(self.lanes) < len(self.session.names)
         return building or (self.worker is not None and self.worker.isRunning()) or self.spec_worker.pending > 0
 
-    def _on_stage(self, text: str) -> None:
-        self.stage_label.setText(text)
+    def pictures_complete(self) -> bool:
+        """Every lane's spectrogram is drawn to its last column."""
+        return all(lane.columns_done >= lane.layout_info.columns for lane in self.lanes)
 
     def _on_progress(self, fraction: float, eta, message: str) -> None:
-        self.progress_bar.setValue(int(round(fraction * 1000)))
-        if eta is not None and fraction < 1.0:
-            self.eta_label.setText(f"{int(round(fraction * 100))}% · {format_time(float(eta))[:-2]} left")
-        else:
-            self.eta_label.setText(f"{int(round(fraction * 100))}%")
+        self.job_bar.set_progress(fraction, eta)
 
     def _on_notice(self, text: str) -> None:
         self.statusBar().showMessage(text, 15000)
@@ -526,11 +436,9 @@ class MainWindow(QMainWindow):
         self.generation += 1
         self.spec_worker.generation = self.generation
         self.mixes = [LaneMix(mute=(name == MIX_NAME)) for name in session.names]
-        self.loop_seconds = None
-        self.loop_action.setChecked(False)
-        self.player.loop_enabled = False
         complete = [True] + [session.complete] * (len(session.names) - 1)
-        self.player.load(session.audio, self.mixes, complete, session.available)
+        self.player.load(session.audio, self.mixes, complete, session.available)  # no loop for a new song
+        self._show_loop()
         self._layout = self._layout_for(session)
         self._spec_requested = [0] * len(session.names)
         if [lane.name for lane in self.lanes] != session.names:
@@ -548,6 +456,47 @@ class MainWindow(QMainWindow):
         self.setWindowTitle(f"{session.path.name} — StemGUI")
         self._update_actions()
 
+    def _on_chunk(self, start: int, end: int) -> None:
+        if self.session is None:
+            return
+        self.player.set_available(self.session.available)
+        done_s = self.session.available / self.session.samplerate
+        for i in range(1, len(self.lanes)):
+            self.lanes[i].set_done(done_s if self.session.available < self.session.frames else None)
+            self._request_pictures(i, self.session.available)
+
+    def _on_finished(self, session: Session) -> None:
+        if session is not self.session:
+            return
+        self.player.mark_complete()
+        for i, lane in enumerate(self.lanes):
+            lane.set_done(None)
+            self._request_pictures(i, session.frames)
+        self._end_job()
+        origin = "from the cache" if session.from_cache else f"in {self.worker.elapsed:.1f} s" if self.worker else ""
+        self.statusBar().showMessage(f"{session.path.name}: {len(session.stem_names)} stems ready {origin}.")
+        self._update_actions()
+        self.separation_done.emit(True)
+
+    def _on_failed(self, message: str) -> None:
+        self._end_job()
+        self.statusBar().showMessage(message, 15000)
+        self.dialogs.error("Separation failed", message)
+        self._update_actions()
+        self.separation_done.emit(False)
+
+    def _on_cancelled(self) -> None:
+        self._end_job()
+        if self.session is not None:
+            done = format_time(self.session.available / self.session.samplerate)
+            self.statusBar().showMessage(f"Separation cancelled at {done}; nothing was cached. "
+                                         "Separation ▸ Separate again resumes from the start.", 15000)
+        else:
+            self.statusBar().showMessage("Separation cancelled.", 10000)
+        self._update_actions()
+        self.separation_done.emit(False)
+
+    # ================================================================== lanes and pictures
     def _build_next_lane(self) -> None:
         """Lanes are built one per event-loop turn, so a new song never stalls the window for long."""
         session = self.session
@@ -571,25 +520,13 @@ class MainWindow(QMainWindow):
 
     def _prebuild_lanes(self) -> None:
         """Blank lanes for the chosen model's stems at start-up: a dropped song then only fills them in."""
-        from stemgui import SOURCES
-
-        sources = list(SOURCES)
-        try:
-            from stemgui.models.card import read_card
-
-            sources = list(read_card(self.current_model_path()).get("sources") or sources)
-        except Exception:  # noqa: BLE001 - no model yet: the default stems
-            pass
-        names = [MIX_NAME] + sources
-        self._layout = SpectrogramLayout(10 * 44100, 44100, 400, scale=self.settings.frequency_scale)
+        card = self.settings_panel.current_card() or {}
+        names = [MIX_NAME] + list(card.get("sources") or SOURCES)
+        rate = 44100
+        self._layout = SpectrogramLayout(PLACEHOLDER_SECONDS * rate, rate, 400, scale=self.settings.frequency_scale)
         self.mixes = [LaneMix(mute=(n == MIX_NAME)) for n in names]
         for _ in names:
             self._add_lane(names)
-
-    def eventFilter(self, obj, event) -> bool:  # noqa: N802 - Qt API
-        if obj is self.scroll and event.type() == QEvent.Resize:
-            self.drop_hint.setGeometry(self.scroll.rect())
-        return super().eventFilter(obj, event)
 
     def _setup_lane(self, lane: Lane) -> None:
         """Point a (new or reused) lane at the current session."""
@@ -627,56 +564,15 @@ class MainWindow(QMainWindow):
             lane.reset_image(layout)
             self._request_pictures(i, self.session.frames if i == 0 else self.session.available)
 
-    def _on_chunk(self, start: int, end: int) -> None:
-        if self.session is None:
-            return
-        self.player.set_available(self.session.available)
-        done_s = self.session.available / self.session.samplerate
-        for i in range(1, len(self.lanes)):
-            self.lanes[i].set_done(done_s if self.session.available < self.session.frames else None)
-            self._request_pictures(i, self.session.available)
-
     def _on_columns(self, generation: int, lane: int, first: int, block) -> None:
         if generation == self.generation and lane < len(self.lanes):
             self.lanes[lane].set_columns(first, block)
 
     def _on_spec_idle(self, generation: int) -> None:
-        if generation == self.generation and not self.is_busy() and all(
-                lane.columns_done >= lane.layout_info.columns for lane in self.lanes):
+        if generation == self.generation and not self.is_busy() and self.pictures_complete():
             self.pictures_done.emit()
 
-    def _on_finished(self, session: Session) -> None:
-        if session is not self.session:
-            return
-        self.player.mark_complete()
-        for i, lane in enumerate(self.lanes):
-            lane.set_done(None)
-            self._request_pictures(i, session.frames)
-        self._show_job(False)
-        origin = "from the cache" if session.from_cache else f"in {self.worker.elapsed:.1f} s" if self.worker else ""
-        self.statusBar().showMessage(f"{session.path.name}: {len(session.stem_names)} stems ready {origin}.")
-        self._update_actions()
-        self.separation_done.emit(True)
-
-    def _on_failed(self, message: str) -> None:
-        self._show_job(False)
-        self.statusBar().showMessage(message, 15000)
-        self.dialogs.error("Separation failed", message)
-        self._update_actions()
-        self.separation_done.emit(False)
-
-    def _on_cancelled(self) -> None:
-        self._show_job(False)
-        if self.session is not None:
-            done = format_time(self.session.available / self.session.samplerate)
-            self.statusBar().showMessage(f"Separation cancelled at {done}; nothing was cached. "
-                                         "Separation ▸ Separate again resumes from the start.", 15000)
-        else:
-            self.statusBar().showMessage("Separation cancelled.", 10000)
-        self._update_actions()
-        self.separation_done.emit(False)
-
-    # ================================================================== lanes and mixing
+    # ================================================================== mixing
     def focus_lane(self, index: int) -> None:
         self.focused_lane = index
         for i, lane in enumerate(self.lanes):
@@ -691,9 +587,6 @@ class MainWindow(QMainWindow):
             for lane, mix in zip(self.lanes, self.mixes):
                 lane.set_mix(mix)
         self.player.set_lanes(self.mixes)
-        self._update_audible()
-
-    def _update_audible(self) -> None:
         for lane, on in zip(self.lanes, audible(self.mixes)):
             lane.set_audible(on)
 
@@ -715,6 +608,11 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(f"Preset {name}: {PRESETS[name]}.", 4000)
 
     # ================================================================== transport
+    def _show_audio_problem(self) -> None:
+        self.audio_label.setText(self.audio_reason)
+        self.audio_label.setStyleSheet(WARNING_STYLE)
+        self.play_action.setToolTip(self.audio_reason)
+
     def _open_audio(self) -> bool:
         """Open the output stream ahead of time (it plays silence while paused) so Play starts at once."""
         if not self.audio_ok:
@@ -723,8 +621,7 @@ class MainWindow(QMainWindow):
             self.player.open_stream()
         except RuntimeError as exc:
             self.audio_ok, self.audio_reason = False, str(exc)
-            self.audio_label.setText(self.audio_reason)
-            self.audio_label.setStyleSheet("color: #f2c94c;")
+            self._show_audio_problem()
             self.dialogs.error("Playback", str(exc))
             self._update_actions()
             return False
@@ -740,7 +637,8 @@ class MainWindow(QMainWindow):
             self.player.toggle()
 
     def go_home(self) -> None:
-        self.seek(self.loop_seconds[0] if (self.loop_seconds and self.loop_action.isChecked()) else 0.0)
+        loop = self.loop_seconds
+        self.seek(loop[0] if loop and self.player.loop_enabled else 0.0)
 
     def seek(self, seconds: float) -> None:
         if self.session is None:
@@ -748,47 +646,59 @@ class MainWindow(QMainWindow):
         self.player.seek(int(round(max(0.0, seconds) * self.session.samplerate)))
         self._tick(force=True)
 
-    def toggle_loop(self, checked: bool | None = None) -> None:
-        if self.session is None:
-            return
-        on = (not self.player.loop_enabled) if checked is None or not isinstance(checked, bool) else checked
-        if self.sender() is not self.loop_action:
-            self.loop_action.setChecked(on)
-        self.player.loop_enabled = on
-        if on and self.loop_seconds is None:  # no region yet: loop the visible song from the playhead, 8 s
-            start = self.player.position / self.session.samplerate
-            self.set_loop(start, min(self.session.duration, start + 8.0))
-        self._show_loop()
+    def position_seconds(self) -> float:
+        return self.player.position / self.session.samplerate if self.session else 0.0
+
+    # ---- the loop: the player holds it; the lanes and the Loop action show it
+    @property
+    def loop_seconds(self) -> tuple[float, float] | None:
+        """The loop region in seconds (whether or not looping is on), or None."""
+        loop = self.player.loop
+        if loop is None or self.session is None:
+            return None
+        rate = self.session.samplerate
+        return loop[0] / rate, loop[1] / rate
 
     def set_loop(self, start: float, end: float) -> None:
+        """Set the loop region (seconds, either order); one shorter than MIN_LOOP_SECONDS clears it."""
         if self.session is None:
             return
         lo, hi = sorted((max(0.0, start), min(self.session.duration, end)))
-        if hi - lo < 0.05:
-            self.loop_seconds = None
+        if hi - lo < MIN_LOOP_SECONDS:
             self.player.set_loop(None)
         else:
-            self.loop_seconds = (lo, hi)
-            sr = self.session.samplerate
-            self.player.set_loop(int(round(lo * sr)), int(round(hi * sr)))
+            rate = self.session.samplerate
+            self.player.set_loop(int(round(lo * rate)), int(round(hi * rate)))
         self._show_loop()
+
+    def enable_loop(self, on: bool) -> None:
+        """Loop on or off; on without a region loops DEFAULT_LOOP_SECONDS from the playhead."""
+        if self.session is not None:
+            if on and self.player.loop is None:
+                start = self.position_seconds()
+                self.set_loop(start, min(self.session.duration, start + DEFAULT_LOOP_SECONDS))
+            self.player.loop_enabled = bool(on)
+        self._show_loop()
+
+    def toggle_loop(self) -> None:
+        """The L key."""
+        if self.session is not None:
+            self.enable_loop(not self.player.loop_enabled)
 
     def _on_loop_drag(self, start: float, now: float, finished: bool) -> None:
         self.set_loop(start, now)
-        if finished and self.loop_seconds is not None:
-            if not self.player.loop_enabled:
-                self.player.loop_enabled = True
-                self.loop_action.setChecked(True)
-            self._show_loop()
-            if not self.player.playing or not (self.loop_seconds[0] <= self.position_seconds() <= self.loop_seconds[1]):
-                self.seek(self.loop_seconds[0])
+        loop = self.loop_seconds
+        if finished and loop is not None:
+            self.enable_loop(True)
+            if not self.player.playing or not (loop[0] <= self.position_seconds() <= loop[1]):
+                self.seek(loop[0])
 
     def _show_loop(self) -> None:
+        with QSignalBlocker(self.loop_action):
+            self.loop_action.setChecked(self.player.loop_enabled)
+        region = self.loop_seconds
         for lane in self.lanes:
-            lane.set_loop(self.loop_seconds, self.player.loop_enabled)
-
-    def position_seconds(self) -> float:
-        return self.player.position / self.session.samplerate if self.session else 0.0
+            lane.set_loop(region, self.player.loop_enabled)
 
     def _tick(self, force: bool = False) -> None:
         """Refresh playhead, time, meters and transport labels (~30 times a second)."""
@@ -801,8 +711,7 @@ class MainWindow(QMainWindow):
             for lane in self.lanes:
                 lane.set_playhead(seconds)
             self.time_label.setText(f"{format_time(seconds)} / {format_time(self.session.duration)}")
-        levels = self.player.levels
-        for lane, level in zip(self.lanes, levels):
+        for lane, level in zip(self.lanes, self.player.levels):
             lane.meter.set_level(float(level))
         playing = self.player.playing
         if playing != self.play_action.property("playing"):
@@ -852,9 +761,7 @@ class MainWindow(QMainWindow):
         self.settings.output_folder, self.settings.output_format = str(folder), options.fmt
         mixes = list(self.mixes)
         sr = session.samplerate
-        region = None
-        if options.loop_only and self.loop_seconds is not None:
-            region = (int(round(self.loop_seconds[0] * sr)), int(round(self.loop_seconds[1] * sr)))
+        region = self.player.loop if options.loop_only else None
         parts = int(bool(options.stems)) + int(bool(mix_path))
 
         def job(progress, cancel):
@@ -870,16 +777,12 @@ class MainWindow(QMainWindow):
             return written
 
         worker = ExportWorker(job, self)
-        worker.progress.connect(lambda f, m: (self.progress_bar.setValue(int(f * 1000)), self.stage_label.setText(m)))
+        worker.progress.connect(self._on_export_progress)
         worker.finished_ok.connect(self._on_export_done)
         worker.failed.connect(self._on_export_failed)
-        worker.cancelled.connect(lambda: (self._show_job(False), self.statusBar().showMessage("Export cancelled.")))
-        self.cancel_button.clicked.disconnect()
-        self.cancel_button.clicked.connect(worker.cancel)
-        self.cancel_button.setEnabled(True)
-        self._show_job(True)
-        self.stage_label.setText("Exporting…")
+        worker.cancelled.connect(self._on_export_cancelled)
         self.export_worker = worker
+        self._show_job(worker, "Exporting…")
         worker.start()
         return worker
 
@@ -888,20 +791,22 @@ class MainWindow(QMainWindow):
         on = [n for n, a in zip(names, audible(self.mixes)) if a]
         return "mix" if on == names[1:] else "mix (" + "+".join(on) + ")"
 
-    def _restore_cancel(self) -> None:
-        self.cancel_button.clicked.disconnect()
-        self.cancel_button.clicked.connect(self.cancel_separation)
+    def _on_export_progress(self, fraction: float, message: str) -> None:
+        self.job_bar.set_progress(fraction)
+        self.job_bar.set_stage(message)
 
     def _on_export_done(self, paths) -> None:
-        self._restore_cancel()
-        self._show_job(False)
+        self._end_job()
         folder = Path(paths[0]).parent if paths else ""
         self.statusBar().showMessage(f"Exported {len(paths)} file(s) to {folder}.", 10000)
 
     def _on_export_failed(self, message: str) -> None:
-        self._restore_cancel()
-        self._show_job(False)
+        self._end_job()
         self.dialogs.error("Export failed", message)
+
+    def _on_export_cancelled(self) -> None:
+        self._end_job()
+        self.statusBar().showMessage("Export cancelled.")
 
     def clear_cache(self) -> None:
         freed = self.cache.clear()
@@ -915,7 +820,7 @@ class MainWindow(QMainWindow):
         super().closeEvent(event)
 
     def shutdown(self) -> None:
-        """Stop playback and every worker (each stops within a second)."""
+        """Stop playback, every worker (each stops within a second) and a training (with a checkpoint)."""
         self.timer.stop()
         self.player.close()
         self._stop_worker()
@@ -925,3 +830,6 @@ class MainWindow(QMainWindow):
         for w in list(self._old_workers):
             w.wait(5000)
         self.spec_worker.stop()
+        if self.models_dialog is not None:
+            self.models_dialog.close()  # cancels a download (resumable) and waits for its worker
+        self.finetune_panel.shutdown()

@@ -8,6 +8,7 @@ silence as if it were music ("play while separating").
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Sequence
 
@@ -15,6 +16,7 @@ import numpy as np
 
 from stemgui.gui.mixer import DEFAULT_RAMP_SECONDS, GainRamp, LaneMix, lane_gains
 
+log = logging.getLogger(__name__)
 NO_DEVICE_MESSAGE = "No audio output device was found, so playback is disabled; everything else still works."
 
 
@@ -26,7 +28,8 @@ def audio_output_status() -> tuple[bool, str]:
         return False, "The PortAudio library is not installed, so playback is disabled; everything else still works."
     try:
         info = sd.query_devices(kind="output")
-    except Exception:  # noqa: BLE001 - PortAudioError or ValueError: no default output
+    except Exception as exc:  # noqa: BLE001 - PortAudioError or ValueError: no default output
+        log.info("no default audio output device: %s", exc)
         return False, NO_DEVICE_MESSAGE
     return True, str(info.get("name", "default output"))
 
@@ -55,11 +58,12 @@ class Player:
         self.callback_count = 0
         self.frames_rendered = 0
         self._stream = None
+        self._render_failed = False
 
     # ---- content -------------------------------------------------------------------------------------------
     def load(self, audio: np.ndarray, lanes: Sequence[LaneMix], complete: Sequence[bool] | None = None,
              available: int | None = None) -> None:
-        """Swap in new lanes (stops playback, rewinds). `available`: samples of the incomplete lanes done so far."""
+        """Swap in new lanes (stops playback, rewinds, no loop). `available`: samples of the incomplete lanes done."""
         with self._lock:
             self._audio = audio
             n = audio.shape[0]
@@ -70,14 +74,8 @@ class Player:
             self._position = 0
             self._playing = self._stopping = self._waiting = False
             self._loop = None
+            self.loop_enabled = False
             self.levels = np.zeros(n, dtype=np.float32)
-
-    def unload(self) -> None:
-        with self._lock:
-            self._audio = None
-            self._playing = False
-            self._position = 0
-            self.levels = np.zeros(0, dtype=np.float32)
 
     def set_available(self, samples: int) -> None:
         """The separation has finished everything before `samples` (monotonic)."""
@@ -95,6 +93,11 @@ class Player:
     @property
     def available(self) -> int:
         return self._available
+
+    @property
+    def target_gains(self) -> np.ndarray:
+        """(lanes, 2) gains the output is at or gliding to: what the lanes' settings sound like."""
+        return self._ramp.target
 
     def set_lanes(self, lanes: Sequence[LaneMix]) -> None:
         """New lane settings; gains glide to them over the ramp while playing."""
@@ -220,6 +223,9 @@ class Player:
         try:
             outdata[:] = self.render(frames).T
         except Exception:  # noqa: BLE001 - never raise into PortAudio: output silence instead
+            if not self._render_failed:  # once per stream: the callback runs ~40 times a second
+                self._render_failed = True
+                log.exception("rendering an audio block failed; playing silence")
             outdata.fill(0)
 
     def open_stream(self) -> None:
@@ -234,6 +240,7 @@ class Player:
             stream.start()
         except Exception as exc:  # noqa: BLE001 - PortAudioError, OSError
             raise RuntimeError(f"The audio output could not be opened ({exc}); playback is disabled.") from exc
+        self._render_failed = False
         self._stream = stream
 
     @property
@@ -248,5 +255,5 @@ class Player:
             try:
                 stream.abort()
                 stream.close()
-            except Exception:  # noqa: BLE001
-                pass
+            except Exception as exc:  # noqa: BLE001 - closing a broken stream must not stop the app closing
+                log.warning("closing the audio stream failed: %s", exc)

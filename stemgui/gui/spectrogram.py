@@ -85,10 +85,6 @@ class SpectrogramLayout:
     def duration(self) -> float:
         return self.frames / self.samplerate
 
-    def column_span(self, column: int) -> tuple[int, int]:
-        """Samples [start, end) that column `column` summarises."""
-        return (column * self.frames) // self.columns, ((column + 1) * self.frames) // self.columns
-
     def columns_within(self, end: int) -> int:
         """How many leading columns lie entirely inside the first `end` samples."""
         if end >= self.frames:

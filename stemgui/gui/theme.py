@@ -12,6 +12,10 @@ RAISED = "#2a2e38"
 TEXT = "#e4e6eb"
 MUTED_TEXT = "#9aa0ab"
 ACCENT = "#5aa9ff"
+# message lines (the Fine-tune panel's status and dataset check)
+ERROR_STYLE = "color: #ff8a80;"
+OK_STYLE = "color: #9be39b;"
+INFO_STYLE = "color: #c9cdd6;"
 
 STYLE_SHEET = f"""
 QMainWindow, QDialog {{ background: {BACKGROUND}; }}

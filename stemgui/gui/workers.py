@@ -7,6 +7,7 @@ the region, so lanes and player can show and play the part that is done while th
 
 from __future__ import annotations
 
+import logging
 import os
 import queue
 import sys
@@ -18,10 +19,15 @@ from typing import Callable
 import numpy as np
 from PySide6.QtCore import QThread, Signal
 
+from stemgui.audio import load_audio
 from stemgui.errors import AudioError, Cancelled, StemGUIError
 from stemgui.gui.cache import StemCache, cache_key, file_digest
+from stemgui.gui.export import OverwriteDeclined
 from stemgui.gui.spectrogram import SpectrogramLayout, compute_columns
+from stemgui.models.card import read_card
+from stemgui.separate import CancelToken, Progress, SeparationSettings, Separator, is_out_of_memory
 
+log = logging.getLogger(__name__)
 MIX_NAME = "mix"
 BACKGROUND_NICENESS = 10
 
@@ -35,44 +41,12 @@ def lower_thread_priority(niceness: int = BACKGROUND_NICENESS) -> None:
         return
     try:
         os.setpriority(os.PRIO_PROCESS, 0, min(19, os.getpriority(os.PRIO_PROCESS, 0) + niceness))
-    except OSError:
-        pass
+    except OSError as exc:
+        log.debug("cannot lower the priority of a worker thread: %s", exc)
 
 
-def load_audio(path, samplerate=None, channels=2):
-    """stemgui.audio's loader (imported lazily so the GUI module imports fast)."""
-    try:
-        from stemgui.audio import load_audio as loader
-    except ImportError:
-        from stemgui.audio.load import load_audio as loader
-    return loader(path, samplerate=samplerate, channels=channels)
-
-
-class CancelFlag:
-    """A cancel token usable by the engine (`is_cancelled`, `cancel`, `check`) and by the cache/export (`__call__`)."""
-
-    def __init__(self) -> None:
-        try:
-            from stemgui.separate import CancelToken
-
-            self._token = CancelToken()
-        except ImportError:  # pragma: no cover - engine not installed
-            self._token = None
-            self._flag = False
-
-    @property
-    def token(self):
-        return self._token if self._token is not None else self
-
-    def cancel(self) -> None:
-        if self._token is not None:
-            self._token.cancel()
-        else:
-            self._flag = True
-
-    @property
-    def is_cancelled(self) -> bool:
-        return self._token.is_cancelled if self._token is not None else self._flag
+class CancelFlag(CancelToken):
+    """The engine's cancel token, also callable (`flag() -> bool`) as the cache and the export expect."""
 
     def __call__(self) -> bool:
         return self.is_cancelled
@@ -80,6 +54,15 @@ class CancelFlag:
     def check(self) -> None:
         if self.is_cancelled:
             raise Cancelled("Separation cancelled.")
+
+
+def is_fallback_notice(progress: Progress) -> bool:
+    """The engine's out-of-memory fallback (a retry with shorter segments or on the CPU).
+
+    The engine handles the OutOfMemoryError itself and reports the retry only as a progress message, so this is
+    the one place that reads it from the text; a typed field on `Progress` would remove the guess.
+    """
+    return progress.message.lower().startswith("out of memory")
 
 
 @dataclass
@@ -113,13 +96,11 @@ class Session:
         return self.names[1:]
 
 
-_separators: dict[tuple, object] = {}
+_separators: dict[tuple, Separator] = {}
 
 
-def get_separator(model_path: Path, settings) -> object:
+def get_separator(model_path: Path, settings: SeparationSettings) -> Separator:
     """Load a model once per (path, settings) and reuse it for every song of the session."""
-    from stemgui.separate import Separator
-
     key = (str(model_path), tuple(sorted(settings.to_dict().items())))
     if key not in _separators:
         _separators.clear()  # one model in memory at a time
@@ -127,7 +108,7 @@ def get_separator(model_path: Path, settings) -> object:
     return _separators[key]
 
 
-def cache_settings(settings) -> dict:
+def cache_settings(settings: SeparationSettings) -> dict:
     """The settings that change the stems (not the device or batch size)."""
     d = settings.to_dict()
     return {k: d[k] for k in ("segment", "overlap", "shifts", "seed", "exact_sum", "transition_power") if k in d}
@@ -145,7 +126,8 @@ class SeparationWorker(QThread):
     failed = Signal(str)
     cancelled = Signal()
 
-    def __init__(self, song: Path, model_path: Path, settings, cache: StemCache | None = None, parent=None):
+    def __init__(self, song: Path, model_path: Path, settings: SeparationSettings, cache: StemCache | None = None,
+                 parent=None):
         super().__init__(parent)
         self.song = Path(song)
         self.model_path = Path(model_path)
@@ -167,23 +149,20 @@ class SeparationWorker(QThread):
             self.cancelled.emit()
         except StemGUIError as exc:
             self.failed.emit(str(exc))
-        except MemoryError:
-            self.failed.emit(f"{self.song.name}: there is not enough memory to separate this song; "
-                             "try a smaller segment or close other programs.")
         except Exception as exc:  # noqa: BLE001 - the window must survive anything a job raises
-            self.failed.emit(f"{self.song.name}: separation failed ({type(exc).__name__}: {exc}).")
+            if isinstance(exc, MemoryError) or is_out_of_memory(exc):
+                self.failed.emit(f"{self.song.name}: there is not enough memory to separate this song; "
+                                 "try a smaller segment or close other programs.")
+            else:
+                log.exception("separating %s failed", self.song)
+                self.failed.emit(f"{self.song.name}: separation failed ({type(exc).__name__}: {exc}).")
         finally:
             self.elapsed = time.monotonic() - t0
 
     def _run(self) -> None:
-        from stemgui.models.card import read_card
-
         flag = self.flag
         self.stage.emit("Reading model card")
-        try:
-            card = read_card(self.model_path)
-        except FileNotFoundError:
-            raise StemGUIError(f"{self.model_path}: the model file is missing.") from None
+        card = read_card(self.model_path)  # a missing or broken card is a ModelError naming the file
         samplerate = int(card.get("samplerate", 44100))
         sources = list(card.get("sources") or [])
         self.stage.emit(f"Reading {self.song.name}")
@@ -217,15 +196,14 @@ class SeparationWorker(QThread):
         self.stage.emit(f"Loading model {session.model_name}")
         separator = get_separator(self.model_path, self.settings)
         flag.check()
-        self.stage.emit(f"Separating on {getattr(separator, 'device', 'cpu')}")
+        self.stage.emit(f"Separating on {separator.device}")
 
-        def on_progress(p) -> None:
+        def on_progress(p: Progress) -> None:
             flag.check()
-            message = getattr(p, "message", "") or ""
-            if "memory" in message.lower():
-                session.notes.append(message)
-                self.notice.emit(f"{message[0].upper()}{message[1:]}.")
-            self.progress.emit(float(p.fraction), p.eta, message)
+            if is_fallback_notice(p):
+                session.notes.append(p.message)
+                self.notice.emit(f"{p.message[0].upper()}{p.message[1:]}.")
+            self.progress.emit(float(p.fraction), p.eta, p.message)
 
         def on_chunk(start: int, end: int, stems: np.ndarray) -> None:
             audio[1:, :, start:end] = stems
@@ -233,20 +211,14 @@ class SeparationWorker(QThread):
             self.chunk.emit(start, end)
             flag.check()
 
-        stems = separator.separate(audio[0], progress=on_progress, cancel=flag.token, on_chunk=on_chunk)
+        separator.separate(audio[0], progress=on_progress, cancel=flag, on_chunk=on_chunk)
         flag.check()
-        if stems is not None and session.available < audio.shape[2]:  # an engine without on_chunk support
-            audio[1:] = stems
-            session.available = audio.shape[2]
-            self.chunk.emit(0, audio.shape[2])
         session.complete = True
         self.progress.emit(1.0, 0.0, "Separated")
         self.stage.emit("Saving stems to the cache")
         try:
             self.cache.put(key, audio[1:], samplerate, names[1:],
                            {"song": str(self.song), "model": session.model_name}, cancel=flag)
-        except Cancelled:
-            raise
         except OSError as exc:  # a full cache disk must not lose the stems the user is looking at
             self.notice.emit(f"The stems could not be cached ({exc.strerror or exc}); they are still open.")
         self.finished_ok.emit(session)
@@ -293,7 +265,7 @@ class SpectrogramWorker(QThread):
                         c1 = min(stop, c0 + step)
                         self.columns_ready.emit(generation, lane, c0, compute_columns(audio, layout, c0, c1))
                 except Exception:  # noqa: BLE001 - a picture failing must never take the app down
-                    pass
+                    log.exception("spectrogram columns %d-%d of lane %d failed", first, stop, lane)
             if self._queue.empty():
                 self.idle.emit(generation)
 
@@ -317,11 +289,14 @@ class ExportWorker(QThread):
     def run(self) -> None:
         try:
             result = self.job(progress=lambda f, m: self.progress.emit(float(f), m), cancel=self.flag)
-        except Cancelled as exc:
-            self.cancelled.emit() if "cancel" in str(exc).lower() else self.failed.emit(str(exc))
+        except OverwriteDeclined as exc:  # nothing was replaced: say why, it was not the user's Cancel
+            self.failed.emit(str(exc))
+        except Cancelled:
+            self.cancelled.emit()
         except StemGUIError as exc:
             self.failed.emit(str(exc))
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - the window must survive anything a job raises
+            log.exception("export failed")
             self.failed.emit(f"Export failed ({type(exc).__name__}: {exc}).")
         else:
             self.finished_ok.emit(result if isinstance(result, list) else [result])

@@ -19,14 +19,12 @@ import soundfile as sf
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from stemgui import SOURCES
+from stemgui.data.layout import (MIR1K_SOURCES, STEM_MP4_STREAMS, audio_files, detect_format, find_tracks,
+                                 stem_file)
+from stemgui.data.layout import dataset_sources as layout_sources
 from stemgui.errors import DatasetError
 from stemgui.train.augment import augment_stems, plan_segment
 from stemgui.train.config import Config
-
-MIR1K_SOURCES = ("accompaniment", "vocals")
-AUDIO_SUFFIXES = (".wav", ".flac")
-MP4_STREAMS = {name: index + 1 for index, name in enumerate(SOURCES)}  # stream 0 is the mixture
 
 
 @dataclass(frozen=True)
@@ -51,25 +49,9 @@ class Track:
 
 
 # --------------------------------------------------------------------------------------------------- discovery
-def detect_format(root: Path, cfg: Config) -> str:
-    """The dataset layout of `root` when data.format is "auto"."""
-    if cfg.data.format != "auto":
-        return cfg.data.format
-    if cfg.data.stem_map:
-        return "folder"
-    if next(root.rglob("*.stem.mp4"), None) is not None:
-        return "stem-mp4"
-    if (root / "Wavfile").is_dir():
-        return "mir1k"
-    return "musdb"
-
-
 def dataset_sources(root: Path, cfg: Config) -> list[str]:
     """The sources a dataset provides: MIR-1K is two-stem; others use data.sources."""
-    fmt = detect_format(root, cfg)
-    if fmt == "mir1k" and list(cfg.data.sources) == list(SOURCES):
-        return list(MIR1K_SOURCES)
-    return list(cfg.data.sources)
+    return layout_sources(detect_format(root, cfg.data.format, cfg.data.stem_map), cfg.data.sources)
 
 
 def discover_tracks(root: str | Path, cfg: Config, subset: str | None) -> list[Track]:
@@ -77,8 +59,8 @@ def discover_tracks(root: str | Path, cfg: Config, subset: str | None) -> list[T
     base = Path(root)
     if not base.is_dir():
         raise DatasetError(f"{base}: dataset folder not found")
-    fmt = detect_format(base, cfg)
-    sources = dataset_sources(base, cfg)
+    fmt = detect_format(base, cfg.data.format, cfg.data.stem_map)
+    sources = layout_sources(fmt, cfg.data.sources)
     if subset and (base / subset).is_dir():
         base = base / subset
     if fmt == "musdb":
@@ -122,21 +104,12 @@ def _track_from_files(name: str, refs: dict[str, StemRef]) -> Track:
     return Track(name, refs, int(rate), int(frames), chans)
 
 
-def _stem_file(track: Path, name: str) -> Path | None:
-    for suffix in AUDIO_SUFFIXES:
-        if (track / f"{name}{suffix}").is_file():
-            return track / f"{name}{suffix}"
-    return None
-
-
 def _musdb_tracks(base: Path, sources: list[str]) -> list[Track]:
-    from stemgui.data.layout import find_tracks
-
     tracks = []
     for folder in find_tracks(base, None, sources):
         refs = {}
         for source in sources:
-            path = _stem_file(folder, source)
+            path = stem_file(folder, source)
             if path is None:
                 raise DatasetError(f"{folder}: missing stem '{source}' ({source}.wav or {source}.flac)")
             refs[source] = StemRef(path)
@@ -168,7 +141,7 @@ def _mir1k_tracks(base: Path, sources: list[str]) -> list[Track]:
     if unknown:
         raise DatasetError(f"{base}: MIR-1K has only the sources accompaniment and vocals, not {', '.join(unknown)}")
     folder = base / "Wavfile" if (base / "Wavfile").is_dir() else base
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
+    files = audio_files(folder)
     tracks = []
     for path in files:
         info = _probe(path)
@@ -183,7 +156,7 @@ def _mir1k_tracks(base: Path, sources: list[str]) -> list[Track]:
 def _mp4_tracks(base: Path, sources: list[str]) -> list[Track]:
     import av
 
-    unknown = [s for s in sources if s not in MP4_STREAMS]
+    unknown = [s for s in sources if s not in STEM_MP4_STREAMS]
     if unknown:
         raise DatasetError(f"{base}: .stem.mp4 files hold drums, bass, other and vocals, not {', '.join(unknown)}")
     tracks = []
@@ -196,12 +169,12 @@ def _mp4_tracks(base: Path, sources: list[str]) -> list[Track]:
                                        "(mixture, drums, bass, other, vocals)")
                 rate = streams[0].rate
                 seconds = container.duration / 1e6 if container.duration else 0.0
-                chans = {s: streams[MP4_STREAMS[s]].channels for s in sources}
-                if any(streams[MP4_STREAMS[s]].rate != rate for s in sources):
+                chans = {s: streams[STEM_MP4_STREAMS[s]].channels for s in sources}
+                if any(streams[STEM_MP4_STREAMS[s]].rate != rate for s in sources):
                     raise DatasetError(f"{path}: its stem streams have different sample rates")
         except av.FFmpegError as exc:
             raise DatasetError(f"{path}: cannot open ({exc})") from None
-        refs = {s: StemRef(path, stream=MP4_STREAMS[s]) for s in sources}
+        refs = {s: StemRef(path, stream=STEM_MP4_STREAMS[s]) for s in sources}
         tracks.append(Track(path.name[: -len(".stem.mp4")], refs, int(rate), int(seconds * rate), chans))
     return tracks
 

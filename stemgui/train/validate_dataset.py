@@ -3,8 +3,9 @@
 The trainer stops at the first problem it meets (one DatasetError). Someone choosing a folder in the fine-tune
 panel wants the whole picture immediately: how many tracks, which stems, how long, at which sample rates, and a
 sentence for each thing that would stop training. Only file headers are read (soundfile.info / PyAV metadata),
-never samples, so a folder of a hundred songs checks in well under a second. The layout rules mirror
-stemgui.train.data (MUSDB18-HQ folders, MIR-1K clips, MUSDB18 .stem.mp4), so what passes here trains there.
+never samples, so a folder of a hundred songs checks in well under a second. The layout rules (suffixes, stem
+files, format detection, MIR-1K's sources) come from stemgui.data.layout, as the trainer's do, so what passes
+here trains there.
 """
 
 from __future__ import annotations
@@ -14,10 +15,8 @@ from pathlib import Path
 
 import soundfile as sf
 
-from stemgui import SOURCES
+from stemgui.data.layout import MIR1K_SOURCES, STEM_MP4_STREAMS, audio_files, dataset_sources, detect_format, stem_file
 
-AUDIO_SUFFIXES = (".wav", ".flac")
-MIR1K_SOURCES = ("accompaniment", "vocals")
 MODEL_SAMPLERATE = 44100
 
 
@@ -79,15 +78,6 @@ def format_seconds(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
-def detect_format(root: Path) -> str:
-    """The layout stemgui.train.data would use for `root` with data.format = auto."""
-    if next(root.rglob("*.stem.mp4"), None) is not None:
-        return "stem-mp4"
-    if (root / "Wavfile").is_dir():
-        return "mir1k"
-    return "musdb"
-
-
 def check_dataset(root: str | Path, sources: list[str] | tuple[str, ...] | None = None,
                   segment: float | None = None, subset: str = "train") -> DatasetCheck:
     """Everything about the dataset at `root` that decides whether (and how well) it can train."""
@@ -97,32 +87,18 @@ def check_dataset(root: str | Path, sources: list[str] | tuple[str, ...] | None 
     if not base.is_dir():
         return DatasetCheck(base, "", [], problems=[f"{base}: not a folder (choose the folder holding the tracks)"])
     fmt = detect_format(base)
+    wanted = dataset_sources(fmt, sources)
     if fmt == "mir1k":
-        wanted = list(sources) if sources and list(sources) != list(SOURCES) else list(MIR1K_SOURCES)
         check = _check_mir1k(base, wanted)
     elif fmt == "stem-mp4":
-        check = _check_stem_mp4(base, list(sources or SOURCES))
+        check = _check_stem_mp4(base, wanted)
     else:
-        check = _check_musdb(base, list(sources or SOURCES), subset)
+        check = _check_musdb(base, wanted, subset)
     _add_general_notes(check, segment)
     return check
 
 
 # ------------------------------------------------------------------------------------------------------- musdb
-def _audio_files(folder: Path) -> list[Path]:
-    try:
-        return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
-    except OSError:
-        return []
-
-
-def _stem_path(folder: Path, name: str) -> Path | None:
-    for suffix in AUDIO_SUFFIXES:
-        if (folder / f"{name}{suffix}").is_file():
-            return folder / f"{name}{suffix}"
-    return None
-
-
 def _subfolders(folder: Path) -> list[Path]:
     try:
         return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -132,12 +108,12 @@ def _subfolders(folder: Path) -> list[Path]:
 
 def _candidate_tracks(base: Path) -> list[Path]:
     """Folders that hold audio files: `base` itself, its sub-folders, or their sub-folders (as find_tracks)."""
-    if _audio_files(base):
+    if audio_files(base):
         return [base]
-    direct = [p for p in _subfolders(base) if _audio_files(p)]
+    direct = [p for p in _subfolders(base) if audio_files(p)]
     if direct:
         return direct
-    return [p for s in _subfolders(base) for p in _subfolders(s) if _audio_files(p)]
+    return [p for s in _subfolders(base) for p in _subfolders(s) if audio_files(p)]
 
 
 def _check_musdb(root: Path, sources: list[str], subset: str) -> DatasetCheck:
@@ -156,13 +132,13 @@ def _check_musdb(root: Path, sources: list[str], subset: str) -> DatasetCheck:
         return check
     ignored: list[str] = []
     for folder in candidates:
-        found = {name: _stem_path(folder, name) for name in sources}
-        if not any(found.values()) and _stem_path(folder, "mixture") is None:
+        found = {name: stem_file(folder, name) for name in sources}
+        if not any(found.values()) and stem_file(folder, "mixture") is None:
             ignored.append(folder.name)
             continue
         missing = [name for name, path in found.items() if path is None]
         if missing:
-            extra = [p.name for p in _audio_files(folder)
+            extra = [p.name for p in audio_files(folder)
                      if p.stem not in sources and p.stem != "mixture"]
             hint = f" (found also {', '.join(extra[:4])})" if extra else ""
             check.problems.append(f"{folder.name}: missing stem{'s' if len(missing) > 1 else ''} "
@@ -228,7 +204,7 @@ def _check_mir1k(root: Path, sources: list[str]) -> DatasetCheck:
         check.problems.append(f"{root}: MIR-1K has only the stems accompaniment and vocals, not {', '.join(unknown)}")
         return check
     folder = root / "Wavfile"
-    files = _audio_files(folder)
+    files = audio_files(folder)
     if not files:
         check.problems.append(f"{folder}: no .wav or .flac clips found")
         return check
@@ -248,7 +224,7 @@ def _check_mir1k(root: Path, sources: list[str]) -> DatasetCheck:
 # ----------------------------------------------------------------------------------------------- MUSDB18 .mp4
 def _check_stem_mp4(root: Path, sources: list[str]) -> DatasetCheck:
     check = DatasetCheck(root, "MUSDB18 .stem.mp4", sources)
-    unknown = [s for s in sources if s not in SOURCES]
+    unknown = [s for s in sources if s not in STEM_MP4_STREAMS]
     if unknown:
         check.problems.append(f"{root}: .stem.mp4 files hold drums, bass, other and vocals, not {', '.join(unknown)}")
         return check
