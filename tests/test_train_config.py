@@ -1,7 +1,5 @@
 """Config files, overrides, --print-config and bad configs rejected with a clear message."""
 
-import argparse
-
 import pytest
 
 from stemgui.errors import ConfigError
@@ -129,6 +127,8 @@ def test_cli_options_map_to_config(tmp_path):
                  "--base-model", "base.safetensors", "--freeze-encoder", "2", "--device", "cpu",
                  "--log", "x.jsonl", "--checkpoint-every", "5", "--valid-every", "6", "--d-every", "2"])
     cfg = build_config(args).validate()
+    assert cfg.model.architecture == "hdemucs"  # the default
+    assert build_config(_cli(["--dataset", "D", "--architecture", "demucs"])).model.architecture == "demucs"
     assert (cfg.data.dataset, cfg.loss.preset, cfg.train.steps, cfg.data.segment, cfg.train.batch_size) == \
         ("D", "l1+stft", 7, 1.5, 3)
     assert cfg.optim.lr == 2e-4 and cfg.model.channels == 8 and cfg.finetune.freeze_encoder == 2
@@ -149,3 +149,28 @@ def test_cli_rejects_bad_override(capsys):
 
     assert main(["train", "--print-config", "--set", "optim.nope=1"]) == 1
     assert "unknown setting 'optim.nope'" in capsys.readouterr().err
+
+
+def test_generator_args_are_hdemucs_sizes_only_for_hdemucs():
+    cfg = Config()
+    cfg.data.segment = 2.0
+    cfg.model.channels = 8
+    hdemucs = cfg.generator_args()
+    assert hdemucs["channels"] == 8 and hdemucs["depth"] == 6 and hdemucs["segment"] == 2.0
+    cfg.model.architecture = "htdemucs"
+    cfg.model.extra = {"depth": 4, "t_layers": 2}
+    assert cfg.generator_args() == {"audio_channels": 2, "samplerate": 44100, "segment": 2.0, "depth": 4,
+                                    "t_layers": 2}
+
+
+def test_learning_rate_and_discriminator_arguments_have_one_owner():
+    from stemgui.models.discriminators import SourceDiscriminators
+
+    cfg = Config()
+    cfg.optim.lr, cfg.finetune.lr, cfg.optim.warmup_steps = 1e-3, 1e-5, 4
+    assert cfg.base_lr == 1e-3 and cfg.lr_at(0) == pytest.approx(2.5e-4)
+    cfg.finetune.base_model = "base.safetensors"
+    assert cfg.base_lr == 1e-5 and cfg.lr_at(3) == pytest.approx(1e-5)
+    cfg.discriminator.channels, cfg.discriminator.windows, cfg.discriminator.bands = 4, [512], [1]
+    d = SourceDiscriminators(["vocals"], **cfg.discriminator_args())
+    assert d.init_kwargs == cfg.discriminator_args()

@@ -14,7 +14,7 @@ from stemgui.errors import DatasetError
 from stemgui.train.config import Config
 from stemgui.train.data import (SegmentDataset, StepBatchSampler, ValidationDataset, discover_tracks, load_splits,
                                 read_source, split_tracks)
-from test_train_fixtures import RATE, make_musdb, make_stems
+from helpers import RATE, make_musdb, make_stems
 
 MIR1K = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "mir-1k-subset"
 
@@ -190,3 +190,11 @@ def test_step_sampler_shards_the_global_batch():
     assert [a + b for a, b in zip(r0, r1)] == single
     with pytest.raises(DatasetError, match="not divisible"):
         StepBatchSampler(3, 0, 1, rank=0, world_size=2)
+
+
+def test_helper_stems_sum_to_mixture(tmp_path):
+    root = make_musdb(tmp_path, tracks=1, seconds=0.5)
+    track = root / "train" / "track00"
+    mix, _ = sf.read(track / "mixture.wav", dtype="float32")
+    total = sum(sf.read(track / f"{s}.wav", dtype="float32")[0] for s in SOURCES)
+    np.testing.assert_allclose(mix, total, atol=1e-6)

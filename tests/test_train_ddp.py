@@ -8,7 +8,7 @@ import torch
 import torch.multiprocessing as mp
 
 from stemgui.train import checkpoint as ckpt_io
-from test_train_fixtures import make_musdb, tiny_config
+from helpers import make_musdb, tiny_config
 
 
 def _free_port() -> int:

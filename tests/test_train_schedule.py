@@ -10,7 +10,7 @@ from stemgui.models.card import load_model
 from stemgui.train.config import Config
 from stemgui.train.schedule import learning_rate
 from stemgui.train.trainer import Trainer
-from test_train_fixtures import make_musdb, tiny_config
+from helpers import make_musdb, tiny_config
 
 
 def test_constant_and_warmup():

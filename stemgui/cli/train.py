@@ -17,7 +17,8 @@ OPTION_KEYS = {
     "run_dir": "train.run_dir", "log": "train.log", "device": "train.device", "seed": "train.seed",
     "checkpoint_every": "train.checkpoint_every", "valid_every": "train.valid_every",
     "lr": "optim.lr", "base_model": "finetune.base_model", "finetune_lr": "finetune.lr",
-    "freeze_encoder": "finetune.freeze_encoder", "model_channels": "model.channels", "depth": "model.depth",
+    "freeze_encoder": "finetune.freeze_encoder", "architecture": "model.architecture",
+    "model_channels": "model.channels", "depth": "model.depth",
     "nfft": "model.nfft", "growth": "model.growth", "d_warmup_steps": "discriminator.d_warmup_steps",
     "d_every": "discriminator.d_every", "discriminator": "discriminator.kind",
     "d_channels": "discriminator.channels", "spectral_norm": "discriminator.spectral_norm",
@@ -27,8 +28,8 @@ OPTION_KEYS = {
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "train", help="train or fine-tune a separation model",
-        description="Train an HDemucs separator with L1 + multi-resolution STFT + least-squares GAN losses. "
-                    "Under torchrun it runs data-parallel (DDP).",
+        description="Train a separator (Hybrid Demucs unless --architecture says otherwise) with L1 + "
+                    "multi-resolution STFT + least-squares GAN losses. Under torchrun it runs data-parallel (DDP).",
     )
     p.add_argument("--config", metavar="FILE", help="TOML or YAML file with [data], [model], [loss], ... sections")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -58,10 +59,15 @@ def register(subparsers) -> None:
     g.add_argument("--valid-every", type=int, metavar="N")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     g = p.add_argument_group("fine-tuning")
-    g.add_argument("--base-model", metavar="PATH", help="start from this model; sources are mapped by name")
+    g.add_argument("--base-model", metavar="MODEL[:K]",
+                   help="start from this model (name or path; NAME:K = member K of a bag); sources are mapped "
+                        "by name")
     g.add_argument("--finetune-lr", type=float, help="learning rate when fine-tuning (default 5e-5)")
     g.add_argument("--freeze-encoder", type=int, metavar="N", help="freeze the first N encoder layers")
-    g = p.add_argument_group("generator size")
+    g = p.add_argument_group("generator")
+    g.add_argument("--architecture", metavar="NAME",
+                   help="generator architecture: hdemucs (default), htdemucs, demucs; size options below are "
+                        "HDemucs's, others take --set model.extra=...")
     g.add_argument("--model-channels", type=int, metavar="C", help="HDemucs channels of the first layer")
     g.add_argument("--depth", type=int, help="HDemucs depth")
     g.add_argument("--nfft", type=int, help="HDemucs STFT size")

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import os
 import struct
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from stemgui.atomic import atomic_write_bytes
 
 TICKS_PER_BEAT = 960
 FILE_TEMPO_BPM = 120.0  # fixed file tempo: 1 s = 1920 ticks, a resolution of ~0.5 ms
@@ -88,13 +89,4 @@ def encode_smf(song: MidiSong) -> bytes:
 
 def write_smf(song: MidiSong, path: str | os.PathLike) -> Path:
     """Write a MidiSong atomically to `path`."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(encode_smf(song))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write_bytes(path, encode_smf(song))

@@ -25,6 +25,7 @@ from typing import Callable
 import numpy as np
 
 from stemgui import SOURCES
+from stemgui.atomic import atomic_write
 from stemgui.data.arrange import Arrangement, make_arrangement
 from stemgui.data.midi import MidiSong, write_smf
 from stemgui.errors import DatasetError
@@ -375,8 +376,6 @@ def song_name(seed: int, index: int) -> str:
 
 def write_song(folder: Path, stems: np.ndarray, meta: dict, fmt: str = "float", ext: str = "wav") -> Path:
     """Write mixture + stems (+ synth.json) into `folder` atomically and verify the exact sum after reading back."""
-    import soundfile as sf
-
     if fmt not in FORMATS:
         raise DatasetError(f"{folder}: unknown sample format {fmt!r} (use float or pcm16).")
     if ext == "flac" and fmt != "pcm16":
@@ -544,7 +543,4 @@ def write_example(out_dir: str | os.PathLike, index: int, seed: int, seconds: fl
     stems, meta = render_song(index, settings)
     stems_dir = write_song(out_dir / "example_stems", stems, meta, "pcm16", "flac")
     mix, _ = __import__("soundfile").read(str(stems_dir / "mixture.flac"), dtype="int16", always_2d=True)
-    tmp = out_dir / ".example.wav.tmp"
-    _write_audio(tmp, mix.T, "PCM_16", "wav")
-    os.replace(tmp, out_dir / "example.wav")
-    return out_dir / "example.wav"
+    return atomic_write(out_dir / "example.wav", lambda tmp: _write_audio(tmp, mix.T, "PCM_16", "wav"), suffix=".wav")

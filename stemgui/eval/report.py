@@ -13,14 +13,13 @@ import csv
 import io
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
 
+from stemgui.atomic import atomic_write, atomic_write_bytes, atomic_write_text
 from stemgui.errors import ConfigError
 from stemgui.eval.metrics import gnsdr, nanmedian_rows
 
@@ -51,20 +50,6 @@ class TrackScores:
     def frame_median(self, metric: str) -> np.ndarray:
         """Per source, the median over frames (museval's per-track number)."""
         return nanmedian_rows(self.framewise[metric])
-
-
-def _atomic_write_text(path: Path, text: str) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def _quantize(value: float) -> float:
@@ -104,43 +89,7 @@ def museval_dict(scores: TrackScores) -> dict:
 
 def write_track_json(path: str | Path, scores: TrackScores) -> Path:
     """Write one track's scores as museval JSON (NaN written as `NaN`, like museval), atomically."""
-    return _atomic_write_text(Path(path), json.dumps(museval_dict(scores), indent=2, allow_nan=True))
-
-
-def read_track_json(path: str | Path, system: str | None = None) -> TrackScores:
-    """Read a file written by `write_track_json` (or museval: then whole-track metrics are absent)."""
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        targets = data["targets"]
-        sources = [t["name"] for t in targets]
-        framewise = {
-            m: np.array([[np.nan if f["metrics"][m] is None else float(f["metrics"][m]) for f in t["frames"]] for t in targets])
-            for m in BSS_METRICS
-        }
-        frames = targets[0]["frames"] if targets else []
-        win = float(frames[0]["duration"]) if frames else 1.0
-        hop = float(frames[1]["time"]) if len(frames) > 1 else win
-        extra = data.get("stemgui", {})
-        per_source = extra.get("metrics", {})
-        track_metrics = {
-            m: np.array([float(per_source.get(s, {}).get(m, np.nan)) for s in sources])
-            for m in TRACK_METRICS
-            if any(m in per_source.get(s, {}) for s in sources)
-        }
-    except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
-        raise ConfigError(f"{path}: not a museval scores file ({exc})") from None
-    return TrackScores(
-        system=system or extra.get("system", path.parent.name),
-        track=extra.get("track", path.stem),
-        sources=sources,
-        samplerate=int(extra.get("samplerate", 44100)),
-        length=int(extra.get("length", 0)),
-        framewise=framewise,
-        track_metrics=track_metrics,
-        win=win,
-        hop=hop,
-    )
+    return atomic_write_text(path, json.dumps(museval_dict(scores), indent=2, allow_nan=True))
 
 
 @dataclass
@@ -261,8 +210,9 @@ def table_text(rows: list[SummaryRow]) -> str:
 def write_tables(out_dir: str | Path, rows: list[SummaryRow]) -> tuple[Path, Path]:
     out = Path(out_dir)
     return (
-        _atomic_write_text(out / "summary.csv", table_csv(rows)),
-        _atomic_write_text(out / "summary.md", table_markdown(rows)),
+        # bytes, so the CSV module's \r\n line ends reach the file unchanged on every platform
+        atomic_write_bytes(out / "summary.csv", table_csv(rows).encode("utf-8")),
+        atomic_write_text(out / "summary.md", table_markdown(rows)),
     )
 
 
@@ -278,16 +228,7 @@ def _pyplot():
 
 
 def _save_figure(fig, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=110, format="png")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"), suffix=".png")
 
 
 def box_plots(systems: dict[str, list[TrackScores]], out_dir: str | Path, metrics=TABLE_METRICS) -> list[Path]:

@@ -6,9 +6,11 @@ A model is found by name (`default`, `my-finetune`) or by path to its `.safetens
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from stemgui.atomic import atomic_write
 from stemgui.errors import ModelError
 from stemgui.models.card import card_path, headline_score, read_card, weights_path
 from stemgui.paths import resources_dir, user_models_dir
@@ -91,21 +93,13 @@ def resolve_model(name_or_path: str | os.PathLike | None) -> Path:
 
 
 def register_user_model(src: str | os.PathLike, name: str | None = None) -> Path:
-    """Copy a model (weights + card) into the user models folder so the app lists it."""
-    import shutil
-
+    """Copy a model (weights, then card) into the user models folder so the app lists it."""
     wsrc = weights_path(src)
     card = read_card(wsrc)
-    dest_dir = user_models_dir()
-    dest_dir.mkdir(parents=True, exist_ok=True)
     name = name or card.get("name") or wsrc.stem
-    dest = dest_dir / f"{name}.safetensors"
+    dest = user_models_dir() / f"{name}.safetensors"
     if dest.resolve() == wsrc.resolve():
         return dest
-    tmp = dest.with_name(f".{dest.name}.tmp")
-    shutil.copyfile(wsrc, tmp)
-    os.replace(tmp, dest)
-    tmpc = card_path(dest).with_name(f".{card_path(dest).name}.tmp")
-    shutil.copyfile(card_path(wsrc), tmpc)
-    os.replace(tmpc, card_path(dest))
+    atomic_write(dest, lambda tmp: shutil.copyfile(wsrc, tmp))
+    atomic_write(card_path(dest), lambda tmp: shutil.copyfile(card_path(wsrc), tmp))
     return dest

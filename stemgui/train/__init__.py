@@ -1,4 +1,5 @@
-"""Training by generative optimization: HDemucs generator, per-source discriminators, MR-STFT + LSGAN losses.
+"""Training by generative optimization: a generator of any registered architecture (HDemucs by default),
+per-source discriminators, MR-STFT + LSGAN losses.
 
 Python API:
     from stemgui.train import Config, train, load_config

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from stemgui.atomic import atomic_write, atomic_write_text
 from stemgui.errors import ConfigError
 
 CHECKPOINT_FORMAT = "stemgui-checkpoint/1"
@@ -67,19 +66,6 @@ def _decode(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
     return obj
 
 
-def _atomic(dest: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_checkpoint(run_dir: str | Path, step: int, state: dict[str, Any], keep: int = 2) -> Path:
     """Write the checkpoint for `step`, point latest.json at it, and drop all but the newest `keep`."""
     from safetensors.torch import save_file
@@ -89,10 +75,10 @@ def save_checkpoint(run_dir: str | Path, step: int, state: dict[str, Any], keep:
     tensors: dict[str, torch.Tensor] = {}
     tree = _encode(state, tensors, "s")
     name = f"ckpt-{step:08d}"
-    _atomic(run / f"{name}.safetensors", lambda tmp: save_file(tensors, str(tmp)))
+    atomic_write(run / f"{name}.safetensors", lambda tmp: save_file(tensors, str(tmp)))
     doc = {"format": CHECKPOINT_FORMAT, "step": step, "state": tree}
-    _atomic(run / f"{name}.json", lambda tmp: tmp.write_text(json.dumps(doc), encoding="utf-8"))
-    _atomic(run / LATEST, lambda tmp: tmp.write_text(json.dumps({"step": step, "name": name}), encoding="utf-8"))
+    atomic_write_text(run / f"{name}.json", json.dumps(doc))
+    atomic_write_text(run / LATEST, json.dumps({"step": step, "name": name}))
     names = sorted(p.stem for p in run.glob("ckpt-*.json"))
     for old in names[:-keep]:
         if old != name:

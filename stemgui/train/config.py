@@ -19,7 +19,7 @@ from typing import Any
 
 from stemgui import SOURCES
 from stemgui.errors import ConfigError
-from stemgui.train.schedule import LR_DECAYS
+from stemgui.train.schedule import LR_DECAYS, learning_rate
 
 PRESETS = ("l1", "l1+stft", "l1+stft+gan")
 DATA_FORMATS = ("auto", "musdb", "stem-mp4", "mir1k", "folder")
@@ -60,8 +60,13 @@ class AugmentConfig:
 
 @dataclass
 class ModelConfig:
-    """Hybrid Demucs constructor arguments (the generator's size)."""
+    """The generator: its registered architecture and, for HDemucs, its size.
 
+    `channels` ... `norm_starts` are Hybrid Demucs constructor arguments; another architecture gets only the
+    audio format and segment from the config and everything else from `extra` (its own defaults otherwise).
+    """
+
+    architecture: str = "hdemucs"  # a name in stemgui.models.architectures
     channels: int = 48
     channels_time: int = 0  # 0 = same as channels
     growth: float = 2.0
@@ -73,7 +78,7 @@ class ModelConfig:
     dconv_attn: int = 4
     dconv_lstm: int = 4
     norm_starts: int = 4
-    extra: dict[str, Any] = field(default_factory=dict)  # any other HDemucs argument
+    extra: dict[str, Any] = field(default_factory=dict)  # any other constructor argument
 
 
 @dataclass
@@ -230,7 +235,10 @@ class Config:
         _check(d.channels in (1, 2), f"data.channels must be 1 or 2, not {d.channels}")
         _check(d.num_workers >= 0, f"data.num_workers must be >= 0, not {d.num_workers}")
         _check(a.shift >= 0, f"augment.shift must be >= 0 seconds, not {a.shift}")
-        _check(0 < a.gain_min <= a.gain_max, f"augment.gain_min/gain_max must satisfy 0 < min <= max")
+        _check(0 < a.gain_min <= a.gain_max, "augment.gain_min/gain_max must satisfy 0 < min <= max")
+        architectures = _architecture_names()
+        _check(m.architecture in architectures,
+               f"model.architecture must be one of {', '.join(architectures)}, not '{m.architecture}'")
         _check(m.channels > 0 and m.depth > 0, "model.channels and model.depth must be positive")
         _check(m.nfft > 0 and (m.nfft & (m.nfft - 1)) == 0, f"model.nfft must be a power of two, not {m.nfft}")
         _check(lo.preset in PRESETS, f"loss.preset must be one of {', '.join(PRESETS)}, not '{lo.preset}'")
@@ -284,13 +292,29 @@ class Config:
     def use_gan(self) -> bool:
         return self.loss.preset == "l1+stft+gan" and (self.loss.adversarial > 0 or self.loss.feature_matching > 0)
 
+    @property
+    def base_lr(self) -> float:
+        """G's peak learning rate: finetune.lr when fine-tuning a base model, else optim.lr."""
+        return self.finetune.lr if self.finetune.base_model else self.optim.lr
+
+    def lr_at(self, step: int) -> float:
+        """G's learning rate at `step`: a pure function of the step, so resume and DDP ranks agree."""
+        o = self.optim
+        return learning_rate(self.base_lr, step, total_steps=self.train.steps, warmup_steps=o.warmup_steps,
+                             decay=o.lr_decay, decay_start=o.decay_start, min_ratio=o.lr_min_ratio)
+
     def generator_args(self) -> dict[str, Any]:
-        """HDemucs keyword arguments (without `sources`)."""
+        """Constructor arguments (without `sources`) of `model.architecture` for a model trained from scratch."""
         m = self.model
-        args: dict[str, Any] = {
+        common: dict[str, Any] = {
             "audio_channels": self.data.channels,
             "samplerate": self.data.samplerate,
             "segment": self.data.segment,
+        }
+        if m.architecture != "hdemucs":
+            return {**common, **m.extra}
+        args: dict[str, Any] = {
+            **common,
             "channels": m.channels,
             "growth": m.growth,
             "nfft": m.nfft,
@@ -308,6 +332,13 @@ class Config:
             args["growth"] = int(m.growth)
         args.update(m.extra)
         return args
+
+    def discriminator_args(self) -> dict[str, Any]:
+        """SourceDiscriminators keyword arguments (without `sources`); the card records the same dict."""
+        d = self.discriminator
+        return {"kind": d.kind, "channels": d.channels, "windows": list(d.windows), "bands": list(d.bands),
+                "repeats": d.repeats, "layers": d.layers, "spectral_norm": d.spectral_norm,
+                "mrsd_resolutions": [list(r) for r in d.mrsd_resolutions]}
 
     def to_toml(self) -> str:
         lines = ["# StemGUI training configuration (every knob; see `stemgui train --help`)"]
@@ -355,6 +386,13 @@ def parse_override(text: str) -> tuple[str, Any]:
     except tomllib.TOMLDecodeError:
         value = raw
     return key, value
+
+
+def _architecture_names() -> list[str]:
+    """Architectures a generator can be trained as (a bag is a set of trained models, not one to train)."""
+    from stemgui.models.architectures import architecture_names
+
+    return [name for name in architecture_names() if name != "bag"]
 
 
 def _check(ok: bool, message: str) -> None:

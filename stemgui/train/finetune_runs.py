@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from stemgui.atomic import atomic_write_text
 from stemgui.errors import ModelError, StemGUIError
 from stemgui.paths import user_data_dir
 
@@ -160,11 +161,8 @@ def resume_arguments(arguments: list[str], steps: int | None = None) -> list[str
 
 
 # ---------------------------------------------------------------------------------------------------- state
-def _atomic_json(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
-    os.replace(tmp, path)
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    atomic_write_text(path, json.dumps(data, indent=1))
 
 
 @dataclass
@@ -185,7 +183,7 @@ class RunState:
 
     def save(self, paths: RunPaths) -> None:
         self.updated = time.time()
-        _atomic_json(paths.state, asdict(self))
+        _write_json(paths.state, asdict(self))
 
     @classmethod
     def load(cls, paths: RunPaths) -> "RunState | None":
@@ -264,7 +262,7 @@ class RunLock:
         except (OSError, ValueError):
             data = {"app_pid": os.getpid()}
         data.update(child_pid=int(pid), time=time.time())
-        _atomic_json(self.path, data)
+        _write_json(self.path, data)
 
     def release(self) -> None:
         try:
@@ -322,6 +320,7 @@ def export_latest_checkpoint(paths: RunPaths) -> Path:
     from stemgui.train import checkpoint as ckpt_io
     from stemgui.train.config import Config
     from stemgui.train.trainer import build_generator
+    from stemgui.train.training_card import training_card
 
     latest = ckpt_io.latest_checkpoint(paths.checkpoints)
     if latest is None:
@@ -331,25 +330,9 @@ def export_latest_checkpoint(paths: RunPaths) -> Path:
     cfg = Config.from_dict(state["config"], where=str(latest))
     model, note = build_generator(cfg, list(state["sources"]))
     model.load_state_dict(state["ema"] if state.get("ema") is not None else state["g"])
-    losses: dict[str, Any] = {"l1": cfg.loss.l1}
-    if cfg.use_stft:
-        losses["stft"] = cfg.loss.stft
-    if cfg.use_gan:
-        losses.update(adversarial=cfg.loss.adversarial, feature_matching=cfg.loss.feature_matching)
-    card = {
-        "name": paths.name,
-        "training": {
-            "method": "generative optimization" if cfg.use_gan else "regression",
-            "preset": cfg.loss.preset,
-            "losses": losses,
-            "data": {"dataset": str(cfg.data.dataset), "segment": cfg.data.segment},
-            "steps": int(state["step"]),
-            "batch_size": cfg.train.batch_size,
-            "from_checkpoint": latest.name,
-            **({"finetune": state.get("finetune") or note} if (state.get("finetune") or note) else {}),
-        },
-        "metrics": dict(state.get("metrics") or {}),
-    }
+    card = training_card(cfg, name=paths.name, steps=int(state["step"]), metrics=state.get("metrics"),
+                         finetune=state.get("finetune") or note, wall_time_s=state.get("wall_time"),
+                         from_checkpoint=latest.name)
     # beside, not over, the file the trainer itself writes when it ends
     folder = paths.root / "from-checkpoint"
     folder.mkdir(parents=True, exist_ok=True)

@@ -1,5 +1,7 @@
 """The generative-optimization objective: waveform L1, multi-resolution STFT, least-squares GAN, feature matching.
 
+`GeneratorObjective` combines them with the configured weights (and the RMS warm-up) into what G minimises.
+
 All losses take tensors shaped (batch, sources, channels, time) for waveforms, or lists of discriminator
 outputs. They return scalar means so that DDP gradient averaging over equal local batches equals the gradient
 of the global batch.
@@ -13,6 +15,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from stemgui.train.config import LossConfig
 
 MAG_FLOOR = 1e-7
 
@@ -200,3 +204,50 @@ def feature_matching_loss(
     if total is None:
         raise ValueError("feature_matching_loss needs at least one feature map")
     return total / count
+
+
+def rms_error(estimate: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Root mean squared error over every sample (the waveform term during `loss.rms_warmup_steps`)."""
+    return (estimate - target).square().mean().add(1e-12).sqrt()
+
+
+class GeneratorObjective:
+    """What the generator minimises, and the one owner of the loss weights (`LossConfig`).
+
+    Reconstruction: the waveform term (RMS error for the first `rms_warmup_steps`, L1 after; see LossConfig)
+    plus the weighted MR-STFT loss when `use_stft`. Adversarial (once D is on): LSGAN + feature matching. Each
+    part returns the weighted total and the unweighted terms for the log.
+    """
+
+    def __init__(self, weights: LossConfig, use_stft: bool) -> None:
+        self.weights = weights
+        self.use_stft = use_stft
+        self.stft = MultiResolutionSTFTLoss(weights.stft_resolutions, weights.stft_sc, weights.stft_mag,
+                                            weights.stft_sc_floor, weights.stft_log_floor)
+
+    def reconstruction(self, estimate: torch.Tensor, target: torch.Tensor,
+                       step: int) -> tuple[torch.Tensor, dict[str, float]]:
+        w = self.weights
+        terms: dict[str, float] = {}
+        l1 = l1_loss(estimate, target)
+        if step < w.rms_warmup_steps:
+            rms = rms_error(estimate, target)
+            total = w.l1 * rms
+            terms["rms_error"] = float(rms.detach())
+        else:
+            total = w.l1 * l1
+        terms["l1"] = float(l1.detach())
+        if self.use_stft:
+            sc, mag = self.stft.terms(estimate, target)
+            stft = w.stft_sc * sc + w.stft_mag * mag
+            total = total + w.stft * stft
+            terms.update(stft=float(stft.detach()), stft_sc=float(sc.detach()), stft_mag=float(mag.detach()))
+        return total, terms
+
+    def adversarial(self, fake_scores: Sequence[torch.Tensor], real_features: Sequence[Sequence[torch.Tensor]],
+                    fake_features: Sequence[Sequence[torch.Tensor]]) -> tuple[torch.Tensor, dict[str, float]]:
+        w = self.weights
+        adv = generator_adversarial_loss(fake_scores)
+        fm = feature_matching_loss(real_features, fake_features)
+        total = w.adversarial * adv + w.feature_matching * fm
+        return total, {"adv": float(adv.detach()), "fm": float(fm.detach())}

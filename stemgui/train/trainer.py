@@ -1,21 +1,25 @@
-"""The training loop: HDemucs generator + per-source discriminators, resumable bit-for-bit, DDP-ready.
+"""The training loop: a generator of any registered architecture + per-source discriminators, resumable
+bit-for-bit, DDP-ready.
 
 One step: separate the batch; if the GAN is active update D on (real, detached fake) with the least-squares
-loss; then update G on L1 + MR-STFT (+ adversarial + feature matching), clip, guard against NaN/Inf, update the
-EMA. Randomness inside a step (D's random windows) comes from a generator seeded by (seed, step) and the data
-from (seed, sample index), so a resumed run and N DDP ranks reproduce a single unbroken run exactly.
-Checkpoints (rank 0) hold G, D, both optimizers, the AMP scaler, the EMA, the step and every RNG state.
+loss (`discriminator_step`); then update G on its objective (`generator_step`: L1 + MR-STFT, + adversarial +
+feature matching once D is on), clip, guard against NaN/Inf, update the EMA. Randomness inside a step (D's
+random windows) comes from a generator seeded by (seed, step) and the data from (seed, sample index), so a
+resumed run and N DDP ranks reproduce a single unbroken run exactly. Checkpoints (rank 0) hold G, D, both
+optimizers, the AMP scaler, the EMA, the step and every RNG state. Fine-tuning surgery lives in `surgery`, the
+objective in `losses`, the output card in `training_card`.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import random
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,16 +29,21 @@ import numpy as np
 import torch
 from torch import nn
 
+from stemgui.devices import pick_device
 from stemgui.errors import Cancelled, ConfigError, ModelError, StemGUIError
+from stemgui.eval.metrics import usdr
+from stemgui.models.check import check_model_config
 from stemgui.train import checkpoint as ckpt_io
 from stemgui.train.config import Config
 from stemgui.train.data import SegmentDataset, StepBatchSampler, ValidationDataset, load_splits
 from stemgui.train.distributed import (DistEnv, any_rank, average_gradients, barrier, broadcast_module, cleanup,
                                        init_process_group)
 from stemgui.train.ema import EMA
-from stemgui.train.losses import (MultiResolutionSTFTLoss, discriminator_loss, feature_matching_loss,
-                                  generator_adversarial_loss, l1_loss)
-from stemgui.train.schedule import learning_rate
+from stemgui.train.losses import GeneratorObjective, discriminator_loss
+from stemgui.train.surgery import finetune_generator
+from stemgui.train.training_card import training_card
+
+log = logging.getLogger(__name__)
 
 
 class TrainingDiverged(StemGUIError):
@@ -51,18 +60,12 @@ class TrainResult:
 
 
 # ------------------------------------------------------------------------------------------------------ helpers
-def pick_device(name: str, env: DistEnv) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda", env.local_rank) if torch.cuda.is_available() else torch.device("cpu")
+def training_device(name: str, env: DistEnv) -> torch.device:
+    """`train.device` as a torch device (this rank's GPU for auto/cuda); unusable choices are a ConfigError."""
     try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"train.device '{name}' is not a device (use auto, cpu, cuda, cuda:N or mps)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"train.device '{name}': CUDA is not available on this machine")
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", env.local_rank)
-    return device
+        return pick_device(name, local_rank=env.local_rank)
+    except StemGUIError as exc:
+        raise ConfigError(f"train.device: {exc}") from None
 
 
 def amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
@@ -81,106 +84,32 @@ def step_generator(seed: int, step: int) -> torch.Generator:
     return torch.Generator().manual_seed((seed * 1_000_003 + step) % (2**63))
 
 
-def plain_sdr(reference: torch.Tensor, estimate: torch.Tensor) -> torch.Tensor:
-    """MDX-style SDR per source: 10·log10(Σs² / Σ(s−ŝ)²) over (channels, time); input (sources, C, T)."""
-    num = reference.double().square().sum(dim=(-2, -1))
-    den = (reference.double() - estimate.double()).square().sum(dim=(-2, -1))
-    eps = 1e-8
-    return 10 * torch.log10((num + eps) / (den + eps))
-
-
-def source_dims(model_class, sources: list[str], args: dict[str, Any]) -> dict[str, int]:
-    """Which tensors hold per-source slices, and along which dimension (found by adding a probe source)."""
-    a = model_class(list(sources), **args).state_dict()
-    b = model_class(list(sources) + ["__probe__"], **args).state_dict()
-    dims = {}
-    for key, value in a.items():
-        diff = [d for d in range(value.dim()) if value.shape[d] != b[key].shape[d]]
-        if diff:
-            dims[key] = diff[0]
-    return dims
-
-
 # Excerpts where a source is silent (below -80 dBFS) are left out of its validation mean: uSDR against silence
 # is 10·log10(eps / error energy), tens of dB below zero for any output at all, and a few silent excerpts (a
 # verse without drums) would otherwise swamp the mean and hide real progress.
 SILENT_POWER = 1e-8
 
 
-def source_sdr(reference: torch.Tensor, estimate: torch.Tensor) -> list[float]:
-    """Per-source SDR in dB: the eval module's uSDR (MDX) when present, else the same formula here."""
-    try:
-        from stemgui.eval.metrics import usdr
-    except ImportError:
-        return plain_sdr(reference, estimate).tolist()
-    return [float(v) for v in usdr(reference.numpy(), estimate.numpy())]
-
-
-def map_sources(model: nn.Module, base_state: dict[str, torch.Tensor], base_sources: list[str],
-                sources: list[str], dims: dict[str, int]) -> list[str]:
-    """Load `base_state` into `model`, mapping per-source slices by name; returns the sources copied.
-
-    Output layers stack sources source-major along one dimension (`dims`); slices of sources both models share
-    are copied, the others keep their fresh initialisation; every other tensor is copied unchanged.
-    """
-    shared = [s for s in sources if s in base_sources]
-    if not shared:
-        raise ModelError(f"the base model's sources {base_sources} share none with {sources}")
-    target = model.state_dict()
-    new_state = {}
-    for key, value in target.items():
-        if key not in base_state:
-            raise ModelError(f"the base model lacks the tensor '{key}' (different architecture)")
-        base = base_state[key]
-        if key in dims:
-            dim = dims[key]
-            per, per_base = value.shape[dim] // len(sources), base.shape[dim] // len(base_sources)
-            if per != per_base or base.shape[dim] % len(base_sources):
-                raise ModelError(f"tensor '{key}' cannot be split into {len(base_sources)} sources")
-            out = value.clone()
-            for i, name in enumerate(sources):
-                if name in base_sources:
-                    j = base_sources.index(name)
-                    out.narrow(dim, i * per, per).copy_(base.narrow(dim, j * per, per))
-            new_state[key] = out
-        elif base.shape != value.shape:
-            raise ModelError(f"tensor '{key}' has shape {tuple(base.shape)} in the base model, "
-                             f"{tuple(value.shape)} here (different architecture)")
-        else:
-            new_state[key] = base
-    model.load_state_dict(new_state)
-    return shared
-
-
 def build_generator(cfg: Config, sources: list[str]) -> tuple[nn.Module, dict[str, Any]]:
-    """The generator (fresh, or from finetune.base_model with sources mapped by name) and a note for the card."""
-    from stemgui.models.hdemucs import HDemucs
+    """The generator: fresh (`model.architecture` with the [model] settings, checked to run before any step) or
+    from `finetune.base_model` (see `surgery`), and the card's note on the fine-tune ({} from scratch)."""
+    ft = cfg.finetune
+    if ft.base_model:
+        return finetune_generator(ft.base_model, sources, segment=cfg.data.segment,
+                                  samplerate=cfg.data.samplerate, freeze_encoder=ft.freeze_encoder)
+    try:
+        return check_model_config(cfg.model.architecture, sources, cfg.generator_args(), segment=cfg.data.segment,
+                                  where="[model]"), {}
+    except ModelError as exc:
+        raise ConfigError(str(exc)) from None
 
-    base_path = cfg.finetune.base_model
-    if not base_path:
-        try:
-            return HDemucs(sources, **cfg.generator_args()), {}
-        except (TypeError, ValueError, RuntimeError) as exc:
-            raise ConfigError(f"[model] settings do not make a valid HDemucs ({exc})") from None
-    from stemgui.models.card import load_model
 
-    base, card = load_model(base_path)
-    args = dict(card["args"])
-    args.pop("sources", None)
-    args["segment"] = cfg.data.segment
-    if int(card.get("samplerate", args.get("samplerate", 44100))) != cfg.data.samplerate:
-        raise ConfigError(f"{base_path}: the base model runs at {card.get('samplerate')} Hz, "
-                          f"data.samplerate is {cfg.data.samplerate}")
-    model = HDemucs(sources, **args)
-    base_sources = list(card["sources"])
-    dims = {} if base_sources == sources else source_dims(HDemucs, sources, args)
-    shared = map_sources(model, base.state_dict(), base_sources, sources, dims)
-    note = {"base_model": str(base_path), "base_model_name": card.get("name"), "mapped_sources": shared}
-    freeze = cfg.finetune.freeze_encoder
-    for layers in (getattr(model, "encoder", []), getattr(model, "tencoder", [])):
-        for layer in list(layers)[:freeze]:
-            layer.requires_grad_(False)
-    return model, note
+Judged = tuple[list[Any], list[Any]]  # (real part, fake part) of D's scores or of its feature lists
+
+
+def _split_rows(outputs: Sequence[torch.Tensor], rows: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """D's outputs on cat([real, fake]) -> (real part, fake part): the first `rows` rows are the real ones."""
+    return [o[:rows] for o in outputs], [o[rows:] for o in outputs]
 
 
 class StopRequest:
@@ -225,7 +154,7 @@ class Trainer:
         self.out = self.out.with_suffix(".safetensors")
         self.run_dir = Path(t.run_dir) if t.run_dir else self.out.with_name(self.out.stem + ".run")
         self.log_path = Path(t.log) if t.log else self.run_dir / "log.jsonl"
-        self.device = pick_device(t.device, self.env)
+        self.device = training_device(t.device, self.env)
         if t.threads:
             torch.set_num_threads(t.threads)
         init_process_group(self.env, self.device)
@@ -246,17 +175,16 @@ class Trainer:
                               f"the dataset gives {self.sources}")
         self.G, self.finetune_note = build_generator(cfg, self.sources)
         self.G.to(self.device)
+        log.info("training %s (%s, sources %s) on %s", self.out.name, getattr(self.G, "architecture", "?"),
+                 ", ".join(self.sources), self.device)
         self.D = None
         if cfg.use_gan:
             from stemgui.models.discriminators import SourceDiscriminators
 
-            dc = cfg.discriminator
-            self.D = SourceDiscriminators(self.sources, dc.kind, dc.channels, dc.windows, dc.bands, dc.repeats,
-                                          dc.layers, dc.spectral_norm, dc.mrsd_resolutions).to(self.device)
+            self.D = SourceDiscriminators(self.sources, **cfg.discriminator_args()).to(self.device)
         o = cfg.optim
-        self.lr = cfg.finetune.lr if cfg.finetune.base_model else o.lr
         g_params = [p for p in self.G.parameters() if p.requires_grad]
-        self.opt_g = torch.optim.AdamW(g_params, lr=self.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
+        self.opt_g = torch.optim.AdamW(g_params, lr=cfg.base_lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
         self.opt_d = None
         if self.D is not None:
             self.opt_d = torch.optim.AdamW(self.D.parameters(), lr=o.d_lr, betas=tuple(o.d_betas),
@@ -264,8 +192,7 @@ class Trainer:
         self.amp = amp_dtype(o.amp, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == torch.float16)
         self.ema = EMA(self.G, o.ema_decay) if o.ema_decay > 0 else None
-        self.stft = MultiResolutionSTFTLoss(cfg.loss.stft_resolutions, cfg.loss.stft_sc, cfg.loss.stft_mag,
-                                            cfg.loss.stft_sc_floor, cfg.loss.stft_log_floor)
+        self.objective = GeneratorObjective(cfg.loss, cfg.use_stft)
 
         self.step = 0
         self.wall_time = 0.0
@@ -358,70 +285,58 @@ class Trainer:
         params = [p for p in params if p.grad is not None]
         return torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm > 0 else float("inf"))
 
-    def _lr_at(self, step: int) -> float:
-        o = self.cfg.optim
-        return learning_rate(self.lr, step, total_steps=self.cfg.train.steps, warmup_steps=o.warmup_steps,
-                             decay=o.lr_decay, decay_start=o.decay_start, min_ratio=o.lr_min_ratio)
+    def _gan_on(self, step: int) -> bool:
+        """Whether the adversarial game runs at `step` (after D's warm-up of generator-only steps)."""
+        return self.D is not None and step >= self.cfg.discriminator.d_warmup_steps
 
-    def train_step(self, mix: torch.Tensor, stems: torch.Tensor) -> dict[str, float]:
-        cfg = self.cfg
-        step = self.step
-        mix = mix.to(self.device, non_blocking=True)
-        stems = stems.to(self.device, non_blocking=True)
-        lr = self._lr_at(step)
-        for group in self.opt_g.param_groups:
-            group["lr"] = lr
-        record: dict[str, float] = {"lr": lr}
+    def _d_update_due(self, step: int) -> bool:
+        """Whether D is updated at `step`: the game is on and this is one of its every-`d_every` updates."""
+        d = self.cfg.discriminator
+        return self._gan_on(step) and (step - d.d_warmup_steps) % d.d_every == 0
 
-        self.G.train()
+    def _judge(self, stems: torch.Tensor, estimate: torch.Tensor, stream: int) -> tuple[Judged, Judged]:
+        """D on real and estimated stems in one batch; returns (real, fake) scores and (real, fake) features.
+
+        `stream` picks the step's random windows: 2·step for D's own update, 2·step + 1 for G's.
+        """
+        rows = stems.shape[0] * stems.shape[2]  # D judges every (item, channel) as its own mono row
         with self._autocast():
-            estimate = self.G(mix)
-        estimate = estimate.float()
-        gan_on = self.D is not None and step >= cfg.discriminator.d_warmup_steps
-        rows = stems.shape[0] * stems.shape[2]
+            scores, feats = self.D(torch.cat([stems, estimate]), step_generator(self.cfg.train.seed, stream))
+        per_disc = [_split_rows(f, rows) for f in feats]
+        return _split_rows(scores, rows), ([real for real, _ in per_disc], [fake for _, fake in per_disc])
 
-        if gan_on and (step - cfg.discriminator.d_warmup_steps) % cfg.discriminator.d_every == 0:
-            self.D.requires_grad_(True)
-            self.opt_d.zero_grad(set_to_none=True)
-            with self._autocast():
-                scores, _ = self.D(torch.cat([stems, estimate.detach()]), step_generator(cfg.train.seed, 2 * step))
-            d_loss = discriminator_loss([s[:rows] for s in scores], [s[rows:] for s in scores])
-            self.scaler.scale(d_loss).backward()
-            average_gradients(self.D, self.env)
-            self.scaler.unscale_(self.opt_d)
-            d_norm = self._clip(self.D.parameters(), cfg.optim.d_grad_clip)
-            if torch.isfinite(d_norm) and torch.isfinite(d_loss):
-                self.scaler.step(self.opt_d)
-            else:
-                self.opt_d.zero_grad(set_to_none=True)
-                record["d_skipped"] = 1.0
-            record["d_loss"] = float(d_loss.detach())
-            record["d_lr"] = cfg.optim.d_lr
-
-        self.opt_g.zero_grad(set_to_none=True)
-        w = cfg.loss
-        l1 = l1_loss(estimate, stems)
-        if step < w.rms_warmup_steps:
-            rms_error = (estimate - stems).square().mean().add(1e-12).sqrt()
-            total = w.l1 * rms_error
-            record["rms_error"] = float(rms_error.detach())
+    def discriminator_step(self, stems: torch.Tensor, fake: torch.Tensor, step: int) -> dict[str, float]:
+        """One least-squares update of D on the real stems against G's detached estimate."""
+        cfg = self.cfg
+        self.D.requires_grad_(True)
+        self.opt_d.zero_grad(set_to_none=True)
+        (real_scores, fake_scores), _ = self._judge(stems, fake, 2 * step)
+        d_loss = discriminator_loss(real_scores, fake_scores)
+        self.scaler.scale(d_loss).backward()
+        average_gradients(self.D, self.env)
+        self.scaler.unscale_(self.opt_d)
+        d_norm = self._clip(self.D.parameters(), cfg.optim.d_grad_clip)
+        record: dict[str, float] = {}
+        if torch.isfinite(d_norm) and torch.isfinite(d_loss):
+            self.scaler.step(self.opt_d)
         else:
-            total = w.l1 * l1
-        record["l1"] = float(l1.detach())
-        if cfg.use_stft:
-            sc, mag = self.stft.terms(estimate, stems)
-            stft = w.stft_sc * sc + w.stft_mag * mag
-            total = total + w.stft * stft
-            record.update(stft=float(stft.detach()), stft_sc=float(sc.detach()), stft_mag=float(mag.detach()))
-        if gan_on:
+            self.opt_d.zero_grad(set_to_none=True)
+            record["d_skipped"] = 1.0
+        record.update(d_loss=float(d_loss.detach()), d_lr=cfg.optim.d_lr)
+        return record
+
+    def generator_step(self, stems: torch.Tensor, estimate: torch.Tensor, step: int) -> dict[str, float]:
+        """One update of G on its objective (adversarial terms once D is on); a non-finite step is skipped, and
+        `train.max_bad_steps` of them in a row end the run."""
+        cfg = self.cfg
+        self.opt_g.zero_grad(set_to_none=True)
+        total, record = self.objective.reconstruction(estimate, stems, step)
+        if self._gan_on(step):
             self.D.requires_grad_(False)
-            with self._autocast():
-                scores, feats = self.D(torch.cat([stems, estimate]), step_generator(cfg.train.seed, 2 * step + 1))
-            adv = generator_adversarial_loss([s[rows:] for s in scores])
-            fm = feature_matching_loss([[f[:rows] for f in fl] for fl in feats],
-                                       [[f[rows:] for f in fl] for fl in feats])
-            total = total + w.adversarial * adv + w.feature_matching * fm
-            record.update(adv=float(adv.detach()), fm=float(fm.detach()))
+            (_, fake_scores), (real_feats, fake_feats) = self._judge(stems, estimate, 2 * step + 1)
+            adversarial, terms = self.objective.adversarial(fake_scores, real_feats, fake_feats)
+            total = total + adversarial
+            record.update(terms)
         record["loss"] = float(total.detach())
         self.scaler.scale(total).backward()
         average_gradients(self.G, self.env)
@@ -441,6 +356,25 @@ class Trainer:
                     f"training diverged: loss or gradients were NaN/Inf for {self.bad_steps} consecutive steps "
                     f"(at step {step + 1}); lower optim.lr or the loss weights, or resume from the last checkpoint"
                 )
+        return record
+
+    def train_step(self, mix: torch.Tensor, stems: torch.Tensor) -> dict[str, float]:
+        """Separate the batch, update D (when due) then G, the AMP scale and the EMA; returns the step's log."""
+        step = self.step
+        mix = mix.to(self.device, non_blocking=True)
+        stems = stems.to(self.device, non_blocking=True)
+        lr = self.cfg.lr_at(step)
+        for group in self.opt_g.param_groups:
+            group["lr"] = lr
+        record: dict[str, float] = {"lr": lr}
+
+        self.G.train()
+        with self._autocast():
+            estimate = self.G(mix)
+        estimate = estimate.float()
+        if self._d_update_due(step):
+            record.update(self.discriminator_step(stems, estimate.detach(), step))
+        record.update(self.generator_step(stems, estimate, step))
         self.scaler.update()
         if self.ema is not None:
             self.ema.update(self.G)
@@ -463,7 +397,7 @@ class Trainer:
             mix, stems = dataset[index]
             with self._autocast():
                 estimate = model(mix[None].to(self.device))[0].float().cpu()
-            values = source_sdr(stems, estimate)
+            values = [float(v) for v in usdr(stems.numpy(), estimate.numpy())]
             audible = stems.float().square().mean(dim=tuple(range(1, stems.dim()))) > SILENT_POWER
             for i, v in enumerate(values):
                 everything[i].append(v)
@@ -490,41 +424,10 @@ class Trainer:
         from stemgui.models.card import save_model
 
         model = self.ema.shadow if self.ema is not None else self.G
-        cfg = self.cfg
-        losses = {"l1": cfg.loss.l1}
-        if cfg.loss.rms_warmup_steps:
-            losses["rms_warmup_steps"] = cfg.loss.rms_warmup_steps
-        if cfg.use_stft:
-            losses.update(stft=cfg.loss.stft, stft_resolutions=cfg.loss.stft_resolutions)
-        if cfg.use_gan:
-            losses.update(adversarial=cfg.loss.adversarial, feature_matching=cfg.loss.feature_matching,
-                          discriminator=dict(self.D.init_kwargs, d_warmup_steps=cfg.discriminator.d_warmup_steps,
-                                             d_every=cfg.discriminator.d_every))
-        card = {
-            "name": self.out.stem,
-            "training": {
-                "method": "generative optimization" if cfg.use_gan else "regression",
-                "preset": cfg.loss.preset,
-                "losses": losses,
-                "data": {"dataset": str(cfg.data.dataset), "format": cfg.data.format,
-                         "train_tracks": len(self.train_tracks), "valid_tracks": len(self.valid_tracks),
-                         "segment": cfg.data.segment, "augment": cfg.to_dict()["augment"]},
-                "steps": self.step,
-                "batch_size": cfg.train.batch_size,
-                "optimizer": {"lr": self.lr, "betas": cfg.optim.betas, "d_lr": cfg.optim.d_lr,
-                              "ema_decay": cfg.optim.ema_decay,
-                              **({"lr_decay": cfg.optim.lr_decay, "decay_start": cfg.optim.decay_start,
-                                  "lr_min_ratio": cfg.optim.lr_min_ratio,
-                                  "lr_final": self._lr_at(max(self.step - 1, 0))}
-                                 if cfg.optim.lr_decay != "none" else {})},
-                "wall_time_s": round(self.wall_time, 1),
-                "world_size": self.env.world_size,
-                "device": str(self.device),
-                "stopped_early": stopped,
-                **({"finetune": self.finetune_note} if self.finetune_note else {}),
-            },
-            "metrics": dict(self.metrics),
-        }
+        card = training_card(self.cfg, name=self.out.stem, steps=self.step, metrics=self.metrics,
+                             finetune=self.finetune_note, train_tracks=len(self.train_tracks),
+                             valid_tracks=len(self.valid_tracks), wall_time_s=self.wall_time,
+                             world_size=self.env.world_size, device=str(self.device), stopped_early=stopped)
         return save_model(model, self.out, card)
 
     # -------------------------------------------------------------------------------------------- loop

@@ -1,4 +1,7 @@
-"""Shared fixtures for the training tests: a tiny generated MUSDB-layout dataset and a tiny model config."""
+"""Helpers shared by the tests: a tiny generated MUSDB-layout dataset and a tiny training config.
+
+Imported as `from helpers import ...` (pytest puts tests/ on sys.path); fixtures stay in conftest.py.
+"""
 
 from __future__ import annotations
 
@@ -67,11 +70,3 @@ def tiny_config(dataset: Path, out: Path, preset: str = "l1+stft+gan", steps: in
     cfg.train.progress = False
     cfg.train.threads = 1  # 2 shared cores: one thread per process is ~10x faster under load
     return cfg
-
-
-def test_fixture_stems_sum_to_mixture(tmp_path):
-    root = make_musdb(tmp_path, tracks=1, seconds=0.5)
-    track = root / "train" / "track00"
-    mix, _ = sf.read(track / "mixture.wav", dtype="float32")
-    total = sum(sf.read(track / f"{s}.wav", dtype="float32")[0] for s in SOURCES)
-    np.testing.assert_allclose(mix, total, atol=1e-6)
