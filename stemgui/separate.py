@@ -29,8 +29,8 @@ import torch
 from torch import nn
 
 from stemgui.devices import pick_device
-from stemgui.models.bag import is_bag
 from stemgui.errors import Cancelled, StemGUIError
+from stemgui.models.bag import is_bag
 
 MAX_SHIFT_SECONDS = 0.5
 MAX_INFLIGHT_SECONDS = 30.0  # audio seconds processed at once on a CPU (bounds the activation memory)

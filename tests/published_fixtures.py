@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from reference import import_demucs
 from stemgui import SOURCES
+
+from reference import import_demucs
 
 SMALL = {"channels": 4, "depth": 6, "segment": 2.0, "dconv_attn": 9, "dconv_lstm": 9}
 WEIGHTS = [[1.0, 1.0, 0.0, 0.5], [0.5, 0.0, 1.0, 1.0]]

@@ -4,7 +4,6 @@ a dropped connection, a 404 and no server at all; and bag `.yaml` import with me
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 
@@ -12,12 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from http_server import server  # noqa: F401 - a pytest fixture
-from published_fixtures import WEIGHTS, published, write_th  # noqa: F401 - fixtures
-from reference import import_demucs
-from stemgui import SOURCES
 from stemgui.errors import DownloadError, ModelError
 from stemgui.models.catalog import get_model, load_catalog
+
+from http_server import server  # noqa: F401 - a pytest fixture
+from published_fixtures import WEIGHTS, published, write_th  # noqa: F401 - fixtures
+
 
 def _reference_output(members, mix, weights=None, shifts=0, seed=0):
     import demucs.apply

@@ -8,11 +8,12 @@ import json
 import pytest
 import torch
 
-from reference import import_demucs
 from stemgui import SOURCES
 from stemgui.models.architectures import build_model
 from stemgui.models.demucs import Demucs, center_trim
 from stemgui.models.sinc_resample import downsample2, resample_frac, upsample2
+
+from reference import import_demucs
 
 TOL = 1e-4
 

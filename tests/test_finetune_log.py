@@ -9,10 +9,20 @@ import sys
 
 import pytest
 
-from stemgui.train.finetune_log import (LogTail, TrainingHistory, format_duration, summarize_failure)
-from stemgui.train.finetune_runs import (RunLock, RunPaths, RunState, TrainingBusyError, TrainRequest,
-                                       active_training, card_summary, check_name, launch_command, pid_alive,
-                                       resume_arguments)
+from stemgui.train.finetune_log import LogTail, TrainingHistory, format_duration, summarize_failure
+from stemgui.train.finetune_runs import (
+    RunLock,
+    RunPaths,
+    RunState,
+    TrainingBusyError,
+    TrainRequest,
+    active_training,
+    card_summary,
+    check_name,
+    launch_command,
+    pid_alive,
+    resume_arguments,
+)
 
 
 def _line(**record) -> str:

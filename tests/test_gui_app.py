@@ -14,13 +14,13 @@ pytest.importorskip("pytestqt")
 
 from PySide6.QtCore import QMimeData, QPoint, QPointF, QSettings, Qt, QTimer, QUrl  # noqa: E402
 from PySide6.QtGui import QDropEvent  # noqa: E402
+from test_player import jack_dummy  # noqa: E402,F401 - the JACK dummy-driver fixture
 
 from stemgui.gui.cache import StemCache  # noqa: E402
 from stemgui.gui.dialogs import ExportOptions, RecordingDialogs  # noqa: E402
 from stemgui.gui.main_window import MainWindow  # noqa: E402
 from stemgui.gui.mixer import lane_gains  # noqa: E402
 from stemgui.gui.settings import AppSettings  # noqa: E402
-from test_player import jack_dummy  # noqa: E402,F401 - the JACK dummy-driver fixture
 
 SR = 44100
 SEPARATION_TIMEOUT_MS = 180_000

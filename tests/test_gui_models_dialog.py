@@ -7,10 +7,11 @@ import pytest
 
 pytest.importorskip("PySide6")
 
-from http_server import server  # noqa: F401,E402 - a pytest fixture
-from published_fixtures import published  # noqa: F401,E402 - a pytest fixture
 from stemgui.gui.dialogs import RecordingDialogs  # noqa: E402
 from stemgui.gui.models_dialog import ModelsDialog  # noqa: E402
+
+from http_server import server  # noqa: F401,E402 - a pytest fixture
+from published_fixtures import published  # noqa: F401,E402 - a pytest fixture
 
 
 def _dialog(qtbot, confirm=True):

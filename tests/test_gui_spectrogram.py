@@ -5,8 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stemgui.gui.spectrogram import (DB_FLOOR, SpectrogramLayout, compute_columns, filterbank, hz_to_mel, mel_to_hz,
-                                     row_frequencies)
+from stemgui.gui.spectrogram import (
+    DB_FLOOR,
+    SpectrogramLayout,
+    compute_columns,
+    filterbank,
+    hz_to_mel,
+    mel_to_hz,
+    row_frequencies,
+)
 
 SR = 44100
 

@@ -8,10 +8,11 @@ import json
 import pytest
 import torch
 
-from reference import reference_hdemucs_class
 from stemgui import SOURCES
 from stemgui.models.hdemucs import HDemucs
 from stemgui.models.spec import istft, stft
+
+from reference import reference_hdemucs_class
 
 SMALL_CONFIGS = {
     "ch8-depth5": dict(channels=8, depth=5),

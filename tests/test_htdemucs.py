@@ -9,10 +9,11 @@ from fractions import Fraction
 import pytest
 import torch
 
-from reference import import_demucs
 from stemgui import SOURCES
 from stemgui.models.architectures import build_model, get_class
 from stemgui.models.htdemucs import HTDemucs
+
+from reference import import_demucs
 
 SIX = ("drums", "bass", "other", "vocals", "guitar", "piano")
 

@@ -11,12 +11,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from http_server import server  # noqa: F401 - a pytest fixture
-from reference import import_demucs, reference_hdemucs_class
 from stemgui import SOURCES
 from stemgui.errors import Cancelled, DownloadError, ModelError
 from stemgui.models.download import download, part_path
 from stemgui.models.legacy import import_checkpoint, import_to_card, map_torchaudio_keys
+
+from http_server import server  # noqa: F401 - a pytest fixture
+from reference import import_demucs, reference_hdemucs_class
 
 SMALL = dict(channels=8, depth=5, dconv_lstm=3, dconv_attn=3, segment=11)
 

@@ -5,8 +5,7 @@ import itertools
 import numpy as np
 import pytest
 
-from stemgui.gui.mixer import (GainRamp, LaneMix, apply_preset, audible, lane_gains, mix, mix_as_heard,
-                               pan_gains)
+from stemgui.gui.mixer import GainRamp, LaneMix, apply_preset, audible, lane_gains, mix, mix_as_heard, pan_gains
 
 
 @pytest.fixture

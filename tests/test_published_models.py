@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from reference import import_demucs
 from stemgui.models.card import load_model
 from stemgui.models.legacy import import_to_card
 from stemgui.separate import SeparationSettings, Separator
+
+from reference import import_demucs
 
 SR = 44100
 FOUR = ["drums", "bass", "other", "vocals"]

@@ -195,9 +195,9 @@ def test_model_files_get_ordinary_permissions(tmp_path):
 def test_padded_models_match_reference_apply_model(shifts):
     """A model with `valid_length` (Demucs v2) gets each segment padded with the audio around it and
     centre-trimmed, exactly like the reference's TensorChunk.padded + center_trim."""
-    from reference import import_demucs
-
     from stemgui.models.demucs import Demucs
+
+    from reference import import_demucs
 
     import_demucs()
     import demucs.apply

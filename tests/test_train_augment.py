@@ -3,10 +3,11 @@
 import numpy as np
 import pytest
 import torch
-from helpers import make_musdb
 
 from stemgui.train.augment import augment_stems, plan_segment
 from stemgui.train.config import AugmentConfig, Config
+
+from helpers import make_musdb
 
 
 def _stems(seed: int = 0) -> np.ndarray:

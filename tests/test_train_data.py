@@ -12,8 +12,16 @@ import torch
 from stemgui import SOURCES
 from stemgui.errors import DatasetError
 from stemgui.train.config import Config
-from stemgui.train.data import (SegmentDataset, StepBatchSampler, ValidationDataset, discover_tracks, load_splits,
-                                read_source, split_tracks)
+from stemgui.train.data import (
+    SegmentDataset,
+    StepBatchSampler,
+    ValidationDataset,
+    discover_tracks,
+    load_splits,
+    read_source,
+    split_tracks,
+)
+
 from helpers import RATE, make_musdb, make_stems
 
 MIR1K = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "mir-1k-subset"

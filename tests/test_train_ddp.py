@@ -8,6 +8,7 @@ import torch
 import torch.multiprocessing as mp
 
 from stemgui.train import checkpoint as ckpt_io
+
 from helpers import make_musdb, tiny_config
 
 

@@ -5,8 +5,13 @@ import math
 import pytest
 import torch
 
-from stemgui.models.discriminators import (PQMF, MultiResolutionSpectrogramDiscriminator, SourceDiscriminators,
-                                           StyleMelGANDiscriminator, split_batch)
+from stemgui.models.discriminators import (
+    PQMF,
+    MultiResolutionSpectrogramDiscriminator,
+    SourceDiscriminators,
+    StyleMelGANDiscriminator,
+    split_batch,
+)
 
 torch.set_num_threads(1)
 

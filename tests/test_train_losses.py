@@ -5,8 +5,13 @@ import math
 import pytest
 import torch
 
-from stemgui.train.losses import (MultiResolutionSTFTLoss, discriminator_loss, feature_matching_loss,
-                                  generator_adversarial_loss, l1_loss)
+from stemgui.train.losses import (
+    MultiResolutionSTFTLoss,
+    discriminator_loss,
+    feature_matching_loss,
+    generator_adversarial_loss,
+    l1_loss,
+)
 
 
 @pytest.fixture

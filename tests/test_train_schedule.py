@@ -10,6 +10,7 @@ from stemgui.models.card import load_model
 from stemgui.train.config import Config
 from stemgui.train.schedule import learning_rate
 from stemgui.train.trainer import Trainer
+
 from helpers import make_musdb, tiny_config
 
 

@@ -4,13 +4,20 @@ import json
 
 import pytest
 import torch
-from helpers import make_musdb, tiny_config
 
 from stemgui.errors import ConfigError, ModelError
 from stemgui.models.card import CARD_FORMAT, card_path, read_card, save_model
 from stemgui.models.hdemucs import HDemucs
-from stemgui.train.surgery import (finetune_generator, freeze_encoder_layers, load_base_model, map_sources,
-                                   source_dims, split_member)
+from stemgui.train.surgery import (
+    finetune_generator,
+    freeze_encoder_layers,
+    load_base_model,
+    map_sources,
+    source_dims,
+    split_member,
+)
+
+from helpers import make_musdb, tiny_config
 
 SOURCES = ["drums", "bass", "other", "vocals"]
 ARGS = dict(channels=4, depth=3, nfft=64)

@@ -18,6 +18,7 @@ from stemgui.errors import Cancelled, ConfigError
 from stemgui.models.card import load_model, read_card
 from stemgui.train import checkpoint as ckpt_io
 from stemgui.train.trainer import Trainer, TrainingDiverged, train
+
 from helpers import make_musdb, tiny_config
 
 REPO = Path(__file__).resolve().parents[1]

@@ -314,7 +314,7 @@ def _bass(rng, arr: Arrangement, hum: _Humanizer) -> MidiSong:
     song = MidiSong(programs={BASS_CH: program})
     song.controls.append((0.0, BASS_CH, 10, int(64 + rng.integers(-6, 7))))
     song.controls.append((0.0, BASS_CH, 7, int(rng.integers(95, 121))))
-    steps, bar_sec, step_sec = arr.steps_per_bar, arr.bar_seconds, arr.step
+    steps, _bar_sec, step_sec = arr.steps_per_bar, arr.bar_seconds, arr.step
     rhythms = BASS_RHYTHMS_16 if steps == 16 else BASS_RHYTHMS_12
     legato = float(rng.uniform(0.35, 0.6) if program in (36, 37) else rng.uniform(0.55, 0.97))
     octave_base = 28 + int(rng.integers(0, 2)) * 12 if program in (38, 39) else 28

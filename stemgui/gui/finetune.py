@@ -21,8 +21,16 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from PySide6.QtCore import QSettings, Qt, QThread, Signal
-from PySide6.QtWidgets import (QGridLayout, QLabel, QProgressBar, QPushButton, QScrollArea, QSplitter, QVBoxLayout,
-                               QWidget)
+from PySide6.QtWidgets import (
+    QGridLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QScrollArea,
+    QSplitter,
+    QVBoxLayout,
+    QWidget,
+)
 
 from stemgui.errors import StemGUIError
 from stemgui.gui.finetune_form import FineTuneForm
@@ -32,9 +40,19 @@ from stemgui.gui.theme import ERROR_STYLE, INFO_STYLE
 from stemgui.models.card import read_card
 from stemgui.models.registry import register_user_model
 from stemgui.train.finetune_log import TrainingHistory
-from stemgui.train.finetune_runs import (RunLock, RunPaths, RunState, TrainingBusyError, TrainRequest, active_training,
-                                         busy_message, card_summary, export_latest_checkpoint, launch_command,
-                                         resume_arguments)
+from stemgui.train.finetune_runs import (
+    RunLock,
+    RunPaths,
+    RunState,
+    TrainingBusyError,
+    TrainRequest,
+    active_training,
+    busy_message,
+    card_summary,
+    export_latest_checkpoint,
+    launch_command,
+    resume_arguments,
+)
 
 log = logging.getLogger(__name__)
 LAST_RUN_KEY = "finetune/last_run"

@@ -19,7 +19,6 @@ length it runs on: with `use_train_segment` (the default) evaluation always runs
 
 from __future__ import annotations
 
-import math
 from fractions import Fraction
 from typing import Any, Sequence
 

@@ -110,7 +110,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         doc = json.loads(jpath.read_text(encoding="utf-8"))
         tensors = load_file(str(jpath.with_suffix(".safetensors")))
-    except Exception as exc:  # OSError, JSON, safetensors errors
+    except Exception as exc:  # noqa: BLE001 - OSError, JSON and safetensors errors alike are "cannot be read"
         raise ConfigError(f"{jpath}: checkpoint cannot be read ({exc})") from None
     if doc.get("format") != CHECKPOINT_FORMAT:
         raise ConfigError(f"{jpath}: not a StemGUI training checkpoint")

@@ -371,7 +371,7 @@ def load_config(path: str | Path) -> Config:
             data = tomllib.loads(text)
     except (OSError, UnicodeDecodeError, ValueError) as exc:  # tomllib/json/yaml errors are ValueError-like
         raise ConfigError(f"{p}: cannot parse config ({str(exc).splitlines()[0]})") from None
-    except Exception as exc:  # yaml.YAMLError
+    except Exception as exc:  # noqa: BLE001 - yaml.YAMLError (yaml imported lazily)
         raise ConfigError(f"{p}: cannot parse config ({str(exc).splitlines()[0]})") from None
     return Config.from_dict(data, where=str(p))
 

@@ -19,8 +19,7 @@ import soundfile as sf
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from stemgui.data.layout import (MIR1K_SOURCES, STEM_MP4_STREAMS, audio_files, detect_format, find_tracks,
-                                 stem_file)
+from stemgui.data.layout import MIR1K_SOURCES, STEM_MP4_STREAMS, audio_files, detect_format, find_tracks, stem_file
 from stemgui.data.layout import dataset_sources as layout_sources
 from stemgui.errors import DatasetError
 from stemgui.train.augment import augment_stems, plan_segment

@@ -36,8 +36,15 @@ from stemgui.models.check import check_model_config
 from stemgui.train import checkpoint as ckpt_io
 from stemgui.train.config import Config
 from stemgui.train.data import SegmentDataset, StepBatchSampler, ValidationDataset, load_splits
-from stemgui.train.distributed import (DistEnv, any_rank, average_gradients, barrier, broadcast_module, cleanup,
-                                       init_process_group)
+from stemgui.train.distributed import (
+    DistEnv,
+    any_rank,
+    average_gradients,
+    barrier,
+    broadcast_module,
+    cleanup,
+    init_process_group,
+)
 from stemgui.train.ema import EMA
 from stemgui.train.losses import GeneratorObjective, discriminator_loss
 from stemgui.train.surgery import finetune_generator
