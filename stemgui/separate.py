@@ -72,6 +72,7 @@ class Progress:
     fraction: float
     eta: float | None = None
     message: str = ""
+    fallback: bool = False  # an out-of-memory retry (shorter segments, or the CPU): the message says which
 
 
 class CancelToken:
@@ -255,7 +256,7 @@ class Separator:
                 note = (f"out of memory on {self.device}; retrying with {nxt_segment:.1f} s segments"
                         + ("" if nxt_device == self.device else f" on the {nxt_device.type.upper()}"))
                 if progress:
-                    progress(Progress(0.0, None, note))
+                    progress(Progress(0.0, None, note, fallback=True))
         raise AssertionError("unreachable")
 
     def _empty_cache(self) -> None:
@@ -481,23 +482,7 @@ class Separator:
             total[target] += residual
         return total.numpy()
 
-    # ------------------------------------------------------------------ file API
-    def separate_file(self, path: str | os.PathLike, progress: ProgressFn | None = None,
-                      cancel: CancelToken | None = None, on_chunk: ChunkFn | None = None) -> SeparationResult:
-        """Load any supported file, separate at the model's rate and return stems at the file's own rate."""
-        from stemgui.audio import audio_info, load_audio, resample
-
-        started = time.perf_counter()
-        info = audio_info(path)
-        wav, _ = load_audio(path, samplerate=self.samplerate, channels=self.audio_channels)
-        stems = self.separate(wav, progress=progress, cancel=cancel, on_chunk=on_chunk)
-        if info.samplerate != self.samplerate:
-            stems = np.stack([resample(s, self.samplerate, info.samplerate) for s in stems])
-        elapsed = time.perf_counter() - started
-        result = SeparationResult(stems, int(info.samplerate), list(self.sources), info, elapsed)
-        result.sidecar = self.sidecar(path, elapsed)
-        return result
-
+    # ------------------------------------------------------------------ provenance
     def sidecar(self, input_path: str | os.PathLike | None, elapsed: float) -> dict:
         """What produced a result: model and its hash, settings, seed, input hash, version, time taken."""
         from stemgui import __version__

@@ -379,7 +379,8 @@ def test_out_of_memory_fallback_is_reported(qtbot, window, songs, monkeypatch):
         device = "cuda"
 
         def separate(self, wav, progress=None, cancel=None, on_chunk=None):
-            progress(Progress(0.0, None, "out of memory on cuda; retrying with 3.9 s segments on the CPU"))
+            progress(Progress(0.0, None, "out of memory on cuda; retrying with 3.9 s segments on the CPU",
+                              fallback=True))
             stems = np.stack([wav * 0.25] * 4)
             on_chunk(0, wav.shape[1], stems)
             return stems

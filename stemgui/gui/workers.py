@@ -57,12 +57,8 @@ class CancelFlag(CancelToken):
 
 
 def is_fallback_notice(progress: Progress) -> bool:
-    """The engine's out-of-memory fallback (a retry with shorter segments or on the CPU).
-
-    The engine handles the OutOfMemoryError itself and reports the retry only as a progress message, so this is
-    the one place that reads it from the text; a typed field on `Progress` would remove the guess.
-    """
-    return progress.message.lower().startswith("out of memory")
+    """The engine's out-of-memory fallback (a retry with shorter segments or on the CPU), by its typed flag."""
+    return bool(progress.fallback)
 
 
 @dataclass
