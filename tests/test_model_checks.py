@@ -104,3 +104,21 @@ def test_card_whose_arguments_cannot_run_is_refused_naming_the_file(tmp_path):
     card_file.write_text(json.dumps(card))
     with pytest.raises(ModelError, match="unknown architecture 'nonesuch'"):
         load_model(path)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--depth", "4"], r"\[model\] depth=4 with nfft=4096: .*\(try depth >= 5\)"),
+    (["--depth", "3"], r"\[model\] depth=3 with nfft=4096"),
+    (["--model-channels", "3"], r"\[model\] channels=3 with dconv_comp=4"),
+])
+def test_cli_train_refuses_before_loading_data(tmp_path, capsys, flags, message):
+    """The model check runs before the dataset is looked at: an empty folder would fail later, and differently."""
+    import re
+
+    from stemgui.cli import main
+
+    (tmp_path / "empty").mkdir()
+    code = main(["train", "--dataset", str(tmp_path / "empty"), "--steps", "1", "--out", str(tmp_path / "m"), *flags])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert re.search(message, err) and err.startswith("stemgui: error: [model]")

@@ -127,6 +127,12 @@ def run(args: argparse.Namespace) -> int:
     if args.print_config:
         sys.stdout.write(cfg.to_toml())
         return 0
+    if not cfg.finetune.base_model:  # a model that cannot run is one line before any data is loaded
+        from stemgui import SOURCES
+        from stemgui.models.check import check_model_config
+
+        sources = list(cfg.data.sources or SOURCES)
+        check_model_config(cfg.model.architecture, sources, cfg.generator_args(), segment=cfg.data.segment)
     from stemgui.train.trainer import train
 
     result = train(cfg, resume=args.resume)
