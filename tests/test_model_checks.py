@@ -18,6 +18,9 @@ SMALL = {
     "htdemucs": {"channels": 8, "depth": 4, "t_layers": 1, "bottom_channels": 0, "t_heads": 2},
     "demucs": {"channels": 8, "depth": 4},
     "bag": {"members": [{"architecture": "hdemucs", "args": {"channels": 4}}]},
+    "drnn": {"hidden": 8, "nfft": 64},
+    "unet": {"channels": 2, "nfft": 128, "hop": 96},
+    "nmf": {"components": 2, "nfft": 64, "hop": 32, "iterations": 2},
 }
 BAD = {
     "hdemucs": [
@@ -47,13 +50,74 @@ BAD = {
         ({"weights": [[1.0, 1.0, 1.0]]}, r"weights must be 1 rows of 4"),
         ({"members": [{"architecture": "hdemucs", "args": {"depth": 3}}]}, r"bag member 0: depth=3 with nfft=4096"),
     ],
+    "drnn": [
+        ({"recurrent": 4}, r"recurrent=4 with layers=3: .*\(try recurrent in 0..3, or stacked=true"),
+        ({"context": -1}, r"context=-1: must be a whole number >= 0"),
+        ({"nfft": 63}, r"nfft=63: must be even \(try 64\)"),
+        ({"hop": 64}, r"hop=64 with nfft=64: .*\(try hop <= 48\)"),
+        ({"hidden": 0}, r"hidden=0: must be a whole number >= 1"),
+        ({"no_such_option": 1}, r"bad drnn architecture arguments .*no_such_option"),
+    ],
+    "unet": [
+        ({"nfft": 64, "hop": 48}, r"nfft=64: .*\(try nfft >= 128\)"),
+        ({"nfft": 1000}, r"nfft=1000: must be a power of two \(try 1024\)"),
+        ({"hop": 128}, r"hop=128 with nfft=128: .*\(try hop <= 96\)"),
+        ({"dropout": 1.0}, r"dropout=1: must be in \[0, 1\)"),
+    ],
+    "nmf": [
+        ({"components": 0}, r"components=0: must be a whole number >= 1"),
+        ({"power": 0}, r"power=0: the Wiener exponent must be > 0 \(try 2\)"),
+        ({"hop": 100}, r"hop=100 with nfft=64: .*\(try hop <= 48\)"),
+    ],
 }
 GOOD = {
     "hdemucs": [{"depth": 5}, {"depth": 7}, {"nfft": 1024, "depth": 4}, {"channels": 4, "dconv_comp": 4}],
     "htdemucs": [{"depth": 5}, {"t_heads": 1}, {"t_layers": 0}],
     "demucs": [{"kernel_size": 4}, {"depth": 1}, {"resample": False}],
     "bag": [{"weights": [[1.0, 0.5, 2.0, 1.0]]}],
+    "drnn": [{"recurrent": 0}, {"recurrent": 3}, {"stacked": True, "recurrent": 9}, {"context": 0}, {"hop": 48}],
+    "unet": [{"nfft": 128, "hop": 112}, {"dropout": 0.0}],
+    "nmf": [{"beta": 0.0}, {"beta": 2.0}, {"components": 1}],
 }
+
+# The waveform models of issue 17 (kept in their own block so parallel edits of the tables above do not collide).
+SMALL.update({
+    "waveunet": {"levels": 3, "features": 4},
+    "demucs1": {"channels": 8, "depth": 4},
+    "convtasnet": {"N": 16, "B": 8, "H": 16, "X": 2, "R": 1},
+})
+BAD.update({
+    "waveunet": [
+        ({"kernel_down": 14}, r"kernel_down=14: must be odd .*\(try kernel_down=15\)"),
+        ({"kernel_up": 4}, r"kernel_up=4: must be odd"),
+        ({"output": "diff"}, r"output='diff': must be 'difference'"),
+        ({"levels": 0}, r"levels=0: must be a whole number >= 1"),
+        ({"context": False, "levels": 14, "segment": 0.1},
+         r"levels=14 with segment=0.1 s: .*16384 samples .*\(try levels <= 12 or a longer segment\)"),
+        ({"levels": 20}, r"levels=20 with context: .*\(try levels <= 17\)"),
+        ({"upsampling": "learned"}, r"upsampling='learned': only the paper's linear interpolation"),
+        ({"no_such_option": 1}, r"bad waveunet architecture arguments .*no_such_option"),
+    ],
+    "demucs1": [
+        ({"kernel_size": 2}, r"kernel_size=2 with stride=4: .*\(try kernel_size >= 4\)"),
+        ({"context": -1}, r"context=-1: must be a whole number >= 0"),
+        ({"depth": 0}, r"depth=0: must be a whole number >= 1"),
+        ({"channels": 2, "dconv_mode": 1}, r"channels=2 with dconv_comp=4"),
+    ],
+    "convtasnet": [
+        ({"L": 15}, r"L=15: the encoder's stride is L/2 .*\(try L=16\)"),
+        ({"P": 2}, r"P=2: .*odd kernel .*\(try P=3\)"),
+        ({"norm_type": "LN"}, r"norm_type='LN': must be gLN, cLN, BN or id"),
+        ({"X": 0}, r"X=0: must be a whole number >= 1"),
+        ({"mask_nonlinear": "sigmoid"}, r"mask_nonlinear='sigmoid': must be relu or softmax"),
+    ],
+})
+GOOD.update({
+    "waveunet": [{"context": False}, {"output": "direct"}, {"kernel_down": 1, "kernel_up": 1},
+                 {"context": False, "segment": 0.01}],
+    "demucs1": [{"valid_context": False}, {"lstm_layers": 0}, {"context": 0}, {"depth": 1}, {"channels": 2}],
+    "convtasnet": [{"L": 2}, {"skip": True}, {"mask_nonlinear": "softmax"}, {"norm_type": "cLN"}],
+})
 
 
 def test_every_registered_architecture_has_a_table():

@@ -18,6 +18,7 @@ others.
 from __future__ import annotations
 
 import importlib
+import inspect
 import logging
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -26,7 +27,8 @@ from torch import nn
 
 from stemgui.errors import ModelError
 
-__all__ = ["Architecture", "ARCHITECTURES", "architecture_names", "build_model", "get_class", "register"]
+__all__ = ["Architecture", "ARCHITECTURES", "architecture_names", "build_model", "changed_settings", "get_class",
+           "register"]
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +58,19 @@ register("htdemucs", "stemgui.models.htdemucs:HTDemucs", "Hybrid Transformer Dem
 register("demucs", "stemgui.models.demucs:Demucs", "Demucs v2 (waveform U-Net with BiLSTM)",
          "Défossez et al. 2019, Music Source Separation in the Waveform Domain")
 register("bag", "stemgui.models.bag:BagOfModels", "Bag of models (weighted average of member models)")
+register("drnn", "stemgui.models.drnn:DRNN", "DRNN (deep recurrent network, time-frequency masking layer)",
+         "Huang et al. 2014/2015, Singing-voice separation from monaural recordings using deep RNNs")
+register("unet", "stemgui.models.unet:SpectrogramUNet", "Spectrogram U-Net (sigmoid masks)",
+         "Jansson et al. 2017, Singing voice separation with deep U-Net convolutional networks")
+register("nmf", "stemgui.models.nmf:NMF", "Supervised NMF (per-source dictionaries, Wiener masks)",
+         "Smaragdis et al. 2007; Févotte & Idier 2011 (beta-divergence multiplicative updates)")
+register("waveunet", "stemgui.models.waveunet:WaveUNet", "Wave-U-Net (waveform U-Net, difference output layer)",
+         "Stoller, Ewert, Dixon 2018, Wave-U-Net: A Multi-Scale Neural Network for End-to-End Audio Source "
+         "Separation")
+register("demucs1", "stemgui.models.demucs:Demucs1", "Demucs v1 (waveform U-Net with BiLSTM, GLU)",
+         "Défossez et al. 2019, Music Source Separation in the Waveform Domain (v1)")
+register("convtasnet", "stemgui.models.convtasnet:ConvTasNet", "Conv-TasNet (learned basis, TCN masks)",
+         "Luo & Mesgarani 2019, Conv-TasNet; music configuration of Défossez et al. 2019")
 
 
 def architecture_names() -> list[str]:
@@ -88,3 +103,20 @@ def build_model(name: str, sources: Sequence[str], args: dict[str, Any] | None =
     except (TypeError, ValueError, AssertionError, NotImplementedError, RuntimeError, ZeroDivisionError) as exc:
         detail = " ".join(str(exc).split()) or type(exc).__name__
         raise ModelError(f"{where}: bad {name} architecture arguments ({detail})") from None
+
+
+def changed_settings(model: nn.Module) -> str:
+    """The constructor arguments of `model` that differ from its class defaults, as "name=value (default x)"
+    items; for classes whose defaults are a paper's settings this says how a model departs from the paper."""
+    try:
+        params = inspect.signature(type(model).__init__).parameters
+    except (TypeError, ValueError):
+        return ""
+    items = []
+    for key, value in dict(getattr(model, "init_kwargs", {}) or {}).items():
+        param = params.get(key)
+        if key != "sources" and param is not None and param.default is not inspect.Parameter.empty \
+                and value != param.default:
+            default = round(param.default, 4) if isinstance(param.default, float) else param.default
+            items.append(f"{key}={value!r} (default {default!r})")
+    return ", ".join(items)

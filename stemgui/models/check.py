@@ -128,9 +128,129 @@ def _demucs_rules(sources: list[str], args: dict[str, Any]) -> str | None:
     return _dconv_width(args, default_channels=64)
 
 
-RULES: dict[str, Rule] = {"hdemucs": _hdemucs_rules, "htdemucs": _htdemucs_rules, "demucs": _demucs_rules,
-                          "bag": _bag_rules}
+def _stft_rules(args: dict[str, Any], nfft_default: int, hop_default: int, power_of_two: bool) -> str | None:
+    """nfft / hop of a spectrogram model's own front end (`hop` 0 = nfft / 2)."""
+    nfft = int(_get(args, "nfft", nfft_default))
+    hop = int(_get(args, "hop", hop_default)) or nfft // 2
+    if power_of_two and nfft & (nfft - 1):
+        return f"nfft={nfft}: must be a power of two (try {1 << max(1, round(math.log2(max(nfft, 1))))})"
+    if nfft % 2:
+        return f"nfft={nfft}: must be even (try {nfft + 1})"
+    if hop >= nfft:
+        return (f"hop={hop} with nfft={nfft}: the Hann frames must overlap for the inverse STFT "
+                f"(try hop <= {3 * nfft // 4})")
+    return None
 
+
+def _drnn_rules(sources: list[str], args: dict[str, Any]) -> str | None:
+    problem = _positive_ints(args, ("hidden", "layers", "nfft"), {"hidden": 1000, "layers": 3, "nfft": 1024})
+    if problem:
+        return problem
+    context = _get(args, "context", 1)
+    if isinstance(context, bool) or not isinstance(context, (int, float)) or context < 0 or int(context) != context:
+        return f"context={context!r}: must be a whole number >= 0 (frames on each side)"
+    layers, recurrent = int(_get(args, "layers", 3)), _get(args, "recurrent", 2)
+    if not _get(args, "stacked", False) and not 0 <= int(recurrent) <= layers:
+        return (f"recurrent={recurrent} with layers={layers}: the recurrent connection must sit at a hidden layer "
+                f"(try recurrent in 0..{layers}, or stacked=true for the sRNN)")
+    return _stft_rules(args, 1024, 0, power_of_two=False)
+
+
+def _unet_rules(sources: list[str], args: dict[str, Any]) -> str | None:
+    problem = _positive_ints(args, ("channels", "nfft", "hop"), {"channels": 16, "nfft": 1024, "hop": 768})
+    if problem:
+        return problem
+    problem = _stft_rules(args, 1024, 768, power_of_two=True)
+    if problem:
+        return problem
+    nfft = int(_get(args, "nfft", 1024))
+    if nfft < 128:
+        return f"nfft={nfft}: the six stride-2 layers need at least 64 frequency bins (try nfft >= 128)"
+    dropout = float(_get(args, "dropout", 0.5))
+    if not 0 <= dropout < 1:
+        return f"dropout={dropout:g}: must be in [0, 1)"
+    return None
+
+
+def _nmf_rules(sources: list[str], args: dict[str, Any]) -> str | None:
+    problem = _positive_ints(args, ("components", "iterations", "fit_iterations", "nfft", "hop"),
+                             {"components": 32, "iterations": 50, "fit_iterations": 100, "nfft": 2048, "hop": 512})
+    if problem:
+        return problem
+    if float(_get(args, "power", 2.0)) <= 0:
+        return f"power={_get(args, 'power', 2.0)}: the Wiener exponent must be > 0 (try 2)"
+    return _stft_rules(args, 2048, 512, power_of_two=False)
+
+
+RULES: dict[str, Rule] = {"hdemucs": _hdemucs_rules, "htdemucs": _htdemucs_rules, "demucs": _demucs_rules,
+                          "bag": _bag_rules, "drnn": _drnn_rules, "unet": _unet_rules, "nmf": _nmf_rules}
+
+
+def _waveunet_rules(sources: list[str], args: dict[str, Any]) -> str | None:
+    problem = _positive_ints(args, ("levels", "features", "kernel_down", "kernel_up"),
+                             {"levels": 12, "features": 24, "kernel_down": 15, "kernel_up": 5})
+    if problem:
+        return problem
+    for name, default in (("kernel_down", 15), ("kernel_up", 5)):
+        kernel = int(_get(args, name, default))
+        if kernel % 2 == 0:
+            return f"{name}={kernel}: must be odd so the convolutions stay centred (try {name}={kernel + 1})"
+    output = _get(args, "output", "difference")
+    if output not in ("difference", "direct"):
+        return f"output={output!r}: must be 'difference' (last source = mix - others) or 'direct'"
+    if output == "difference" and len(sources) < 2:
+        return (f"output='difference' with {len(sources)} source: the last source is the mix minus the others, "
+                f"so it needs two or more (try output='direct')")
+    upsampling = _get(args, "upsampling", "linear")
+    if upsampling != "linear":
+        return f"upsampling={upsampling!r}: only the paper's linear interpolation is implemented (try 'linear')"
+    levels = int(_get(args, "levels", 12))
+    rate = float(_get(args, "samplerate", 44100))
+    if _get(args, "context", True):
+        kd, ku = int(_get(args, "kernel_down", 15)), int(_get(args, "kernel_up", 5))
+        margin = (1 << levels) * (kd - 1 + ku - 1)  # about the input context each segment needs
+        if margin > 60 * rate:
+            most = max(1, int(math.log2(60 * rate / (kd + ku - 2))))
+            return (f"levels={levels} with context: every segment would need ~{margin / rate:.0f} s of input "
+                    f"context (try levels <= {most})")
+    else:
+        segment = float(_get(args, "segment", 16384 / 22050))
+        if segment * rate < (1 << levels):
+            most = max(1, int(math.log2(max(1.0, segment * rate))))
+            return (f"levels={levels} with segment={segment:g} s: {levels} decimations by 2 need at least "
+                    f"{1 << levels} samples per segment (try levels <= {most} or a longer segment)")
+    return None
+
+
+def _convtasnet_rules(sources: list[str], args: dict[str, Any]) -> str | None:
+    problem = _positive_ints(args, ("N", "L", "B", "H", "P", "X", "R"),
+                             {"N": 256, "L": 20, "B": 256, "H": 512, "P": 3, "X": 8, "R": 4})
+    if problem:
+        return problem
+    length, kernel = int(_get(args, "L", 20)), int(_get(args, "P", 3))
+    if length < 2 or length % 2:
+        return (f"L={length}: the encoder's stride is L/2 (50% overlap), so L must be even "
+                f"(try L={max(2, length + 1)})")
+    if kernel % 2 == 0:
+        return f"P={kernel}: the dilated convolutions need an odd kernel to keep the frame count (try P={kernel + 1})"
+    norm = _get(args, "norm_type", "gLN")
+    if norm not in ("gLN", "cLN", "BN", "id"):
+        return f"norm_type={norm!r}: must be gLN, cLN, BN or id"
+    mask = _get(args, "mask_nonlinear", "relu")
+    if mask not in ("relu", "softmax"):
+        return f"mask_nonlinear={mask!r}: must be relu or softmax"
+    return None
+
+
+def _demucs1_rules(sources: list[str], args: dict[str, Any]) -> str | None:
+    context, lstm = _get(args, "context", 1), _get(args, "lstm_layers", 2)
+    for name, value in (("context", context), ("lstm_layers", lstm)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or int(value) != value:
+            return f"{name}={value!r}: must be a whole number >= 0"
+    return _demucs_rules(sources, {"channels": 100, "dconv_mode": 0, **args})
+
+
+RULES.update({"waveunet": _waveunet_rules, "convtasnet": _convtasnet_rules, "demucs1": _demucs1_rules})
 
 def _settings_text(args: dict[str, Any], keys: Sequence[str]) -> str:
     shown = [f"{k}={args[k]}" for k in keys if k in args and args[k] is not None]

@@ -32,7 +32,19 @@ from torch.nn import functional as F
 from stemgui.models.hdemucs import BLSTM, DConv, _rescale_convs
 from stemgui.models.sinc_resample import downsample2, upsample2
 
-__all__ = ["Demucs", "center_trim"]
+__all__ = ["Demucs", "Demucs1", "center_trim"]
+
+
+PAPER_V1 = ("Défossez, Usunier, Bottou, Bach, Music Source Separation in the Waveform Domain, 2019 (Demucs v1, the "
+            "v1 code's training defaults)")
+
+
+def _paper_text(model: nn.Module) -> str:
+    """PAPER_V1 plus the settings that differ from the paper's (the class defaults), for the card."""
+    from stemgui.models.architectures import changed_settings
+
+    changed = changed_settings(model)
+    return f"{PAPER_V1}; settings other than the paper's: {changed}" if changed else PAPER_V1
 
 
 def center_trim(x: torch.Tensor, length: int) -> torch.Tensor:
@@ -236,3 +248,93 @@ class Demucs(nn.Module):
                     if old in state and new not in state:
                         state[new] = state.pop(old)
         return super().load_state_dict(state, strict=strict, assign=assign)
+
+
+class Demucs1(Demucs):
+    """Demucs v1 (Défossez et al. 2019, the first "Music Source Separation in the Waveform Domain" preprint and
+    the Demucs project's v1 code): the `Demucs` network with the v1 settings as defaults.
+
+    v1 is the plain waveform U-Net: 6 layers of Conv1d(kernel 8, stride 4) -> ReLU -> 1x1 conv -> GLU in the
+    encoder, a 2-layer BiLSTM (+ linear) over the deepest layer, and decoder layers of conv(kernel 3) -> GLU ->
+    ConvTranspose1d(8, 4) -> ReLU; channels 100 in the first layer (the v1 training default; the 2021 revision
+    used 64 with 2x upsampling), doubling per layer; initial weights rescaled towards std 0.1. None of the later
+    additions: no input normalisation, no 2x resampling, no GELU, no GroupNorm, no DConv branches. v1's decoder
+    convs are unpadded ("valid", its `context=3` is their kernel size): `valid_context=True` keeps that (this
+    class's `context=1` is the same kernel 3) and `valid_length` then includes their margin; False pads them.
+    Full size (~650 M parameters, most in the BiLSTM over 3200 channels) is far beyond 2 CPU cores; CPU runs
+    shrink `channels` (the card's `args` record it). v1 trained with L1 on 10 s segments, remix / channel-swap /
+    sign-flip / shift augmentation.
+    """
+
+    architecture = "demucs1"
+
+    paper = property(lambda self: _paper_text(self))  # the card's "paper": the paper and how this model departs
+
+    def __init__(
+        self,
+        sources: Sequence[str],
+        audio_channels: int = 2,
+        channels: int = 100,
+        growth: float = 2.0,
+        depth: int = 6,
+        rewrite: bool = True,
+        lstm_layers: int = 2,
+        kernel_size: int = 8,
+        stride: int = 4,
+        context: int = 1,
+        gelu: bool = False,
+        glu: bool = True,
+        norm_starts: int = 99,
+        dconv_mode: int = 0,
+        normalize: bool = False,
+        resample: bool = False,
+        rescale: float = 0.1,
+        samplerate: int = 44100,
+        segment: float = 10.0,
+        valid_context: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(sources, audio_channels=audio_channels, channels=channels, growth=growth, depth=depth,
+                         rewrite=rewrite, lstm_layers=lstm_layers, kernel_size=kernel_size, stride=stride,
+                         context=context, gelu=gelu, glu=glu, norm_starts=norm_starts, dconv_mode=dconv_mode,
+                         normalize=normalize, resample=resample, rescale=rescale, samplerate=samplerate,
+                         segment=segment, **kwargs)
+        self.valid_context = bool(valid_context) and rewrite
+        self.init_kwargs["valid_context"] = bool(valid_context)
+        if self.valid_context:
+            for layer in self.decoder:
+                layer[0].padding = (0,)  # the context conv: v1's unpadded kernel 2·context + 1
+
+    def _network_lengths(self, length: int) -> tuple[int, bool]:
+        """Output length of the network for an input of `length`, and whether every strided conv consumed its
+        input exactly."""
+        exact = True
+        for _ in range(self.depth):
+            if length < self.kernel_size:
+                return 0, False
+            exact &= (length - self.kernel_size) % self.stride == 0
+            length = (length - self.kernel_size) // self.stride + 1
+        for _ in range(self.depth):
+            length -= 2 * self.context if self.valid_context else 0
+            if length < 1:
+                return 0, False
+            length = (length - 1) * self.stride + self.kernel_size
+        return length, exact
+
+    def valid_length(self, length: int) -> int:
+        """The smallest input length >= `length` that the strided convs consume exactly and whose output (after
+        the decoder convs' context margin) still covers `length` samples."""
+        if not self.valid_context:
+            return super().valid_length(length)
+        length = max(1, int(length))
+        # Build from the bottleneck up: each bottleneck length gives one exact input length.
+        # Below this bottleneck length the input would be shorter than `length` (a safe place to start).
+        bottom = max(1, length // self.stride ** self.depth - self.kernel_size // max(1, self.stride - 1) - 2)
+        while True:
+            size = bottom
+            for _ in range(self.depth):
+                size = (size - 1) * self.stride + self.kernel_size
+            out, _ = self._network_lengths(size)
+            if size >= length and out >= length:
+                return int(size)
+            bottom += 1

@@ -1,4 +1,5 @@
-"""Demucs-style data augmentation: remix across songs, time shift, channel swap, sign flip, random gain.
+"""Demucs-style data augmentation: remix across songs, time shift, channel swap, sign flip, random gain; and
+DRNN's circular shift of the voice against the accompaniment.
 
 Everything is drawn from a numpy Generator that the dataset seeds from (seed, sample index), so a training
 sample is a pure function of its index: resume and DDP see exactly the same data without saving loader state.
@@ -52,4 +53,15 @@ def augment_stems(stems: np.ndarray, rng: np.random.Generator, cfg: AugmentConfi
             stems[s] *= -1.0
         if cfg.gain:
             stems[s] *= np.float32(rng.uniform(cfg.gain_min, cfg.gain_max))
+    return stems
+
+
+def circular_shift(stems: np.ndarray, rng: np.random.Generator, sources: Sequence[str],
+                   voice: str = "vocals") -> np.ndarray:
+    """Rotate the voice (the `voice` source, else every source after the first) by a random offset within the
+    segment, in place: new voice/accompaniment pairings from the same segment (Huang et al. 2014)."""
+    frames = stems.shape[-1]
+    targets = [list(sources).index(voice)] if voice in sources else list(range(1, stems.shape[0]))
+    for s in targets:
+        stems[s] = np.roll(stems[s], int(rng.integers(frames)), axis=-1)
     return stems

@@ -19,11 +19,14 @@ import soundfile as sf
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from stemgui import SOURCES
 from stemgui.data.layout import MIR1K_SOURCES, STEM_MP4_STREAMS, audio_files, detect_format, find_tracks, stem_file
 from stemgui.data.layout import dataset_sources as layout_sources
 from stemgui.errors import DatasetError
-from stemgui.train.augment import augment_stems, plan_segment
+from stemgui.train.augment import augment_stems, circular_shift, plan_segment
 from stemgui.train.config import Config
+
+ACCOMPANIMENT = "accompaniment"  # on a four-stem dataset: the sum of every stem but the vocals
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,7 @@ class StemRef:
     path: Path
     channel: int | None = None
     stream: int | None = None
+    extra: tuple[Path, ...] = ()  # more files summed into this source (accompaniment = drums + bass + other)
 
 
 @dataclass
@@ -90,13 +94,14 @@ def _track_from_files(name: str, refs: dict[str, StemRef]) -> Track:
     first: Path | None = None
     chans: dict[str, int] = {}
     for source, ref in refs.items():
-        info = _probe(ref.path)
-        if rate is None:
-            rate, frames, first = info.samplerate, info.frames, ref.path
-        elif info.samplerate != rate:
-            raise DatasetError(f"{ref.path}: sample rate {info.samplerate} Hz differs from {first.name} ({rate} Hz)")
-        elif info.frames != frames:
-            raise DatasetError(f"{ref.path}: {info.frames} samples, but {first.name} has {frames}")
+        for path in (ref.path, *ref.extra):
+            info = _probe(path)
+            if rate is None:
+                rate, frames, first = info.samplerate, info.frames, path
+            elif info.samplerate != rate:
+                raise DatasetError(f"{path}: sample rate {info.samplerate} Hz differs from {first.name} ({rate} Hz)")
+            elif info.frames != frames:
+                raise DatasetError(f"{path}: {info.frames} samples, but {first.name} has {frames}")
         if ref.channel is not None and ref.channel >= info.channels:
             raise DatasetError(f"{ref.path}: needs channel {ref.channel + 1} but the file has {info.channels}")
         chans[source] = 1 if ref.channel is not None else info.channels
@@ -109,6 +114,10 @@ def _musdb_tracks(base: Path, sources: list[str]) -> list[Track]:
         refs = {}
         for source in sources:
             path = stem_file(folder, source)
+            parts = [stem_file(folder, name) for name in SOURCES if name != "vocals"]
+            if path is None and source == ACCOMPANIMENT and all(parts):  # two-stem training on four stems
+                refs[source] = StemRef(parts[0], extra=tuple(parts[1:]))
+                continue
             if path is None:
                 raise DatasetError(f"{folder}: missing stem '{source}' ({source}.wav or {source}.flac)")
             refs[source] = StemRef(path)
@@ -210,6 +219,9 @@ def read_ref(ref: StemRef, start: int, frames: int) -> np.ndarray:
         raise ValueError("frames must be positive")
     if ref.stream is not None:
         return _read_mp4(ref.path, ref.stream, start, frames)
+    if ref.extra:
+        return sum((read_ref(StemRef(path, ref.channel), start, frames) for path in ref.extra),
+                   read_ref(StemRef(ref.path, ref.channel), start, frames))
     pad_front = max(0, -start)
     start = max(0, start)
     try:
@@ -324,6 +336,8 @@ class SegmentDataset(Dataset):
             for source, (t, start) in zip(self.sources, plan)
         ])
         stems = augment_stems(stems, rng, self.cfg.augment)
+        if self.cfg.augment.circular_shift:
+            stems = circular_shift(stems, rng, self.sources)
         stems_t = torch.from_numpy(stems)
         return stems_t.sum(dim=0), stems_t
 

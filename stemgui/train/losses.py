@@ -16,9 +16,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from stemgui.train.config import LossConfig
+from stemgui.train.config import SPECTRAL_PRESETS, LossConfig
 
 MAG_FLOOR = 1e-7
+KL_FLOOR = 1e-6  # magnitudes floored under the generalized KL divergence
 
 
 def l1_loss(estimate: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -211,6 +212,40 @@ def rms_error(estimate: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (estimate - target).square().mean().add(1e-12).sqrt()
 
 
+def spectral_distance(estimate: torch.Tensor, target: torch.Tensor, divergence: str) -> torch.Tensor:
+    """Mean distance between magnitudes: squared error ("mse"), generalized KL D(target | estimate) ("kl") or
+    absolute error ("l1")."""
+    if divergence == "l1":
+        return (estimate - target).abs().mean()
+    if divergence == "kl":
+        est = estimate.clamp_min(KL_FLOOR)
+        ref = target.clamp_min(KL_FLOOR)
+        return (ref * (ref / est).log() - ref + est).mean()
+    return (estimate - target).square().mean()
+
+
+def spectral_loss(estimate: torch.Tensor, target: torch.Tensor, nfft: int, hop: int, divergence: str = "mse",
+                  discriminative: float = 0.0) -> torch.Tensor:
+    """The masking papers' objective on |STFT| of (batch, sources, channels, time) waveforms.
+
+    DRNN (Huang et al.): D(ŷ_s, y_s) - r · D(ŷ_s, y_s') summed over the other sources s' (for two sources
+    exactly the paper's ‖ŷ1 − y1‖² + ‖ŷ2 − y2‖² − r(‖ŷ1 − y2‖² + ‖ŷ2 − y1‖²), here as means; with more sources
+    the discriminative term is averaged over the others). The U-Net (Jansson et al.): "l1", r = 0.
+    Magnitudes are those of the output waveforms under the model's own STFT (nfft, hop), i.e. the masked
+    mixture spectrogram up to the STFT's consistency.
+    """
+    from stemgui.models.masking import stft
+
+    est = stft(estimate.float(), nfft, hop).abs()
+    ref = stft(target.float(), nfft, hop).abs()
+    total = spectral_distance(est, ref, divergence)
+    sources = est.shape[1]
+    if discriminative > 0 and sources > 1:
+        others = sum(spectral_distance(est, ref.roll(k, dims=1), divergence) for k in range(1, sources))
+        total = total - discriminative * others / (sources - 1)
+    return total
+
+
 class GeneratorObjective:
     """What the generator minimises, and the one owner of the loss weights (`LossConfig`).
 
@@ -219,9 +254,10 @@ class GeneratorObjective:
     part returns the weighted total and the unweighted terms for the log.
     """
 
-    def __init__(self, weights: LossConfig, use_stft: bool) -> None:
+    def __init__(self, weights: LossConfig, use_stft: bool, spec_params: tuple[int, int] | None = None) -> None:
         self.weights = weights
         self.use_stft = use_stft
+        self.spec_params = tuple(spec_params) if spec_params else (1024, 256)  # the spectral presets' STFT
         self.stft = MultiResolutionSTFTLoss(weights.stft_resolutions, weights.stft_sc, weights.stft_mag,
                                             weights.stft_sc_floor, weights.stft_log_floor)
 
@@ -230,7 +266,12 @@ class GeneratorObjective:
         w = self.weights
         terms: dict[str, float] = {}
         l1 = l1_loss(estimate, target)
-        if step < w.rms_warmup_steps:
+        if w.preset in SPECTRAL_PRESETS:  # the masking papers' losses replace the waveform term
+            divergence = "l1" if w.preset == "unet" else w.divergence
+            discriminative = w.discriminative if w.preset == "drnn" else 0.0
+            total = spectral_loss(estimate, target, *self.spec_params, divergence, discriminative)
+            terms["spectral"] = float(total.detach())
+        elif step < w.rms_warmup_steps:
             rms = rms_error(estimate, target)
             total = w.l1 * rms
             terms["rms_error"] = float(rms.detach())
