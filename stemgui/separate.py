@@ -22,7 +22,7 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 import numpy as np
 import torch
@@ -499,6 +499,135 @@ class Separator:
             "seconds": round(elapsed, 3),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
+
+    # ------------------------------------------------------------------ streaming input
+    def separate_stream(self, blocks: Iterable[np.ndarray] | Callable[[], Iterable[np.ndarray]], total_length: int,
+                        progress: ProgressFn | None = None, cancel: CancelToken | None = None,
+                        on_chunk: ChunkFn | None = None, *, with_mix: bool = False) -> None:
+        """Separate a song that arrives as consecutive (channels, n) blocks at the model's rate, `total_length`
+        samples in all, without ever holding the whole song: input is read on demand and dropped once no
+        segment can need it (a look-behind of two segments plus the largest shift), and finished regions go to
+        `on_chunk(start, end, stems)` in time order (`on_chunk(start, end, stems, mix)` with `with_mix`, `mix`
+        being the input over the same region). Results equal `separate()` on the concatenated blocks.
+
+        `blocks` may be a zero-argument callable returning a fresh iterable: then an out-of-memory retry (half
+        segment, then the CPU) re-reads the input from the start, as `separate()` does; with a plain iterable
+        an out-of-memory error is raised. Samples after `total_length` are ignored; a stream that ends early,
+        or a block with the wrong channel count or NaN/inf samples, raises StemGUIError.
+        """
+        total_length = int(total_length)
+        if total_length <= 0:
+            raise StemGUIError("the audio is empty (0 samples)")
+        reopen = blocks if callable(blocks) else None
+        plan = [(self.device, 1.0), (self.device, 0.5)]
+        if self.device.type != "cpu":
+            plan.append((torch.device("cpu"), 0.5))
+        for attempt, (device, scale) in enumerate(plan):
+            if device != self.device:
+                self._empty_cache()
+                self.device = device
+                self.model.to(device)
+            segments = self.member_segments(scale)
+            source = reopen() if reopen is not None else blocks
+            max_segment = max(int(round(seg * self.samplerate)) for seg in segments)
+            behind = 2 * max_segment + int(MAX_SHIFT_SECONDS * self.samplerate) + self.samplerate
+            mix = _StreamedMix(source, self.audio_channels, total_length, behind)
+
+            def emit(start: int, end: int, region: np.ndarray, mix: _StreamedMix = mix) -> None:
+                if on_chunk is not None:
+                    if with_mix:
+                        on_chunk(start, end, region, mix[..., start:end].numpy())
+                    else:
+                        on_chunk(start, end, region)
+                mix.release(end - mix.behind)
+
+            try:
+                self._run(mix, segments, progress, cancel, emit, False)
+                return None
+            except Cancelled:
+                raise
+            except Exception as exc:  # noqa: BLE001 - only out-of-memory is handled, the rest re-raised
+                if not is_out_of_memory(exc) or attempt == len(plan) - 1 or reopen is None:
+                    raise
+                self._empty_cache()
+                nxt_device, nxt_scale = plan[attempt + 1]
+                nxt_segment = self.member_segments(nxt_scale)[0]
+                note = (f"out of memory on {self.device}; retrying with {nxt_segment:.1f} s segments"
+                        + ("" if nxt_device == self.device else f" on the {nxt_device.type.upper()}"))
+                if progress:
+                    progress(Progress(0.0, None, note, fallback=True))
+            finally:
+                mix.close()
+        raise AssertionError("unreachable")
+
+
+class _StreamedMix:
+    """The input of `Separator.separate_stream`: looks like a (channels, length) tensor to the engine, but holds
+    only a window of it, read from the block stream on demand and dropped from the front by `release`.
+
+    The engine only ever slices it as `mix[..., a:b]` with 0 <= a <= b <= length (its `_slice` pads outside the
+    signal) and reads `mix.shape`; both work here, so `_run` needs no streaming-specific code.
+    """
+
+    def __init__(self, blocks: Iterable[np.ndarray], channels: int, length: int, behind: int) -> None:
+        self.shape = (int(channels), int(length))
+        self.behind = int(behind)
+        self._iter = iter(blocks)
+        self._buf = np.zeros((channels, 0), dtype=np.float32)
+        self._lo = 0  # absolute index of _buf[:, 0]
+        self._released = 0  # nothing before this may be asked for again
+        self.peak_buffer = 0  # largest window held, in samples (tests and benchmarks read it)
+
+    @property
+    def _hi(self) -> int:
+        return self._lo + self._buf.shape[1]
+
+    def _read_until(self, end: int) -> None:
+        channels, length = self.shape
+        pieces = [self._buf[:, max(0, self._released - self._lo):]]
+        lo = max(self._lo, self._released)
+        have = lo + pieces[0].shape[1]
+        while have < end:
+            try:
+                block = next(self._iter)
+            except StopIteration:
+                raise StemGUIError(f"the audio stream ended after {have} of the {length} samples it announced"
+                                   ) from None
+            block = np.asarray(block, dtype=np.float32)
+            if block.ndim != 2 or block.shape[0] != channels:
+                raise StemGUIError(f"expected audio blocks shaped (channels={channels}, samples), got "
+                                   f"{tuple(block.shape)}")
+            if not np.isfinite(block).all():
+                raise StemGUIError("the audio contains NaN or infinite samples")
+            block = block[:, : length - have]
+            pieces.append(block)
+            have += block.shape[1]
+        self._buf = np.ascontiguousarray(np.concatenate(pieces, axis=1)) if len(pieces) > 1 else pieces[0]
+        self._lo = lo
+        self.peak_buffer = max(self.peak_buffer, self._buf.shape[1])
+
+    def __getitem__(self, key) -> torch.Tensor:
+        if not (isinstance(key, tuple) and len(key) == 2 and key[0] is Ellipsis and isinstance(key[1], slice)
+                and key[1].step in (None, 1)):
+            raise TypeError(f"a streamed input is sliced as mix[..., a:b], not {key!r}")
+        start, stop, _ = key[1].indices(self.shape[1])
+        stop = max(start, stop)
+        if start < self._released:
+            raise AssertionError(f"streamed input: samples from {start} requested after release up to "
+                                 f"{self._released} (look-behind of {self.behind} too short)")
+        if stop > self._hi:
+            self._read_until(stop)
+        return torch.from_numpy(self._buf[:, start - self._lo:stop - self._lo].copy())
+
+    def release(self, position: int) -> None:
+        """Samples before `position` will not be asked for again (dropped at the next read)."""
+        self._released = max(self._released, min(int(position), self.shape[1]))
+
+    def close(self) -> None:
+        close = getattr(self._iter, "close", None)
+        if close is not None:
+            close()
+        self._buf = np.zeros((self.shape[0], 0), dtype=np.float32)
 
 
 def file_sha256(path: str | os.PathLike) -> str:

@@ -645,3 +645,35 @@ def test_real_example_files():
     ogg = audio_info(EXAMPLES / "kevin-macleod-vibe-ace.ogg")
     assert (ogg.samplerate, ogg.channels, ogg.codec, ogg.format) == (44100, 2, "vorbis", "ogg")
     assert ogg.duration == pytest.approx(61.46, abs=0.05)  # listed as 61 s
+
+
+@pytest.mark.parametrize("suffix,rate,channels", [(".wav", 48000, 2), (".flac", 22050, 1), (".mp3", 44100, 2),
+                                                  (".ogg", 32000, 2), (".m4a", 48000, 2), (".wav", 8000, 6)])
+@pytest.mark.parametrize("target", [None, 44100, 48000])
+def test_count_frames_is_exactly_what_decoding_gives(tmp_path, suffix, rate, channels, target):
+    from stemgui.audio import count_frames
+
+    rng = np.random.default_rng(rate)
+    path = tmp_path / f"x{suffix}"
+    x = (0.1 * rng.standard_normal((channels, int(rate * 1.37) + 3))).astype(np.float32)
+    write_pyav(path, x, rate) if suffix == ".m4a" else save_audio(path, x, rate)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        wav, _ = load_audio(path, samplerate=target)
+        streamed = sum(b.shape[1] for b in iter_blocks(path, 5000, samplerate=target))
+    assert count_frames(path, target) == wav.shape[1] == streamed
+
+
+def test_resampled_length_matches_soxr():
+    import soxr
+
+    from stemgui.audio import resampled_length
+
+    rng = np.random.default_rng(0)
+    rates = [8000, 11025, 16000, 22050, 24000, 32000, 44100, 48000, 88200, 96000, 7999]
+    for _ in range(200):
+        a, b = (int(r) for r in rng.choice(rates, 2))
+        n = int(rng.integers(1, 100_000))
+        assert resampled_length(n, a, b) == len(soxr.resample(np.zeros(n, np.float32), a, b, quality="HQ"))
+    assert resampled_length(121380, 24000, 88200) == 446071 and resampled_length(1000, 8000, 44100) == 5513

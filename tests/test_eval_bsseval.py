@@ -160,3 +160,38 @@ def test_lagged_products_are_exact_correlations():
             full = np.correlate(x[p, :, 0], y[0, :, q], mode="full")  # index k + len - 1 for lag k
             mid = len(x[p]) - 1
             np.testing.assert_allclose(corr[p, q], full[mid - 5 : mid + 6], rtol=1e-9, atol=1e-9)
+
+
+def test_block_levinson_solves_the_filter_system_like_a_dense_solve():
+    """The distortion-filter system is block Toeplitz: the Levinson recursion gives the dense solution."""
+    refs, ests = _musical(4, SR)
+    taps, nsig = 64, refs.shape[0] * refs.shape[2]
+    corr = bsseval.lagged_products((refs,), (refs, ests), taps - 1)
+    ref_corr = np.ascontiguousarray(corr[:, :nsig])
+    gram = bsseval._block_toeplitz(ref_corr, taps)
+    rhs = corr[:, nsig:][:, :, taps - 1 - np.arange(taps)].transpose(0, 2, 1).reshape(nsig * taps, nsig)
+    dense = np.linalg.solve(gram + np.finfo(float).eps * np.eye(len(gram)), rhs)
+    blocks = np.ascontiguousarray(ref_corr[:, :, taps - 1:].transpose(2, 0, 1))
+    x = bsseval._levinson(blocks, rhs.reshape(nsig, taps, -1).transpose(1, 0, 2))
+    fast = np.ascontiguousarray(x.transpose(1, 0, 2)).reshape(nsig * taps, -1)
+    assert np.linalg.norm(gram @ fast - rhs) / np.linalg.norm(rhs) < 1e-10  # as exact as the dense solve
+    assert np.linalg.norm(fast - dense) / np.linalg.norm(dense) < 1e-4  # the system is ill-conditioned
+    np.testing.assert_array_equal(bsseval._toeplitz_solve(ref_corr, taps, gram.copy(), rhs), fast)
+
+
+def test_an_inaccurate_recursion_falls_back_to_the_dense_solve(monkeypatch):
+    """Whatever the recursion returns is checked against the dense system: a poor answer (here: a breakdown, and
+    a wrong solution) is replaced by museval's dense solve, with the same results."""
+    refs, ests = _musical(5, SR)
+    refs[1, :, 1] = 0.0  # the bass stem is mono-left: a singular system, regularised by eps like museval's
+    expected = bsseval.evaluate(refs, ests)
+    calls = []
+    real = bsseval._solve
+    monkeypatch.setattr(bsseval, "_solve", lambda g, r: (calls.append(g.shape), real(g, r))[1])
+    for broken in (lambda blocks, rhs: None, lambda blocks, rhs: np.ones(rhs.shape)):
+        calls.clear()
+        monkeypatch.setattr(bsseval, "_levinson", broken)
+        got = bsseval.evaluate(refs, ests)
+        assert len(calls) == 2  # the joint system, and the sources' own systems (one batched solve)
+        for want, have in zip(expected, got):
+            np.testing.assert_allclose(have, want, atol=TOL_DB, rtol=0)

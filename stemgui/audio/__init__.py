@@ -4,8 +4,8 @@ Everything raises `stemgui.errors.AudioError` with one sentence naming the file 
 """
 
 from stemgui.audio.info import AudioInfo, audio_info
-from stemgui.audio.load import convert_channels, iter_blocks, load_audio
-from stemgui.audio.resample import StreamResampler, resample
+from stemgui.audio.load import convert_channels, count_frames, iter_blocks, load_audio
+from stemgui.audio.resample import StreamResampler, resample, resampled_length
 from stemgui.audio.save import AudioWriter, save_audio
 
 __all__ = [
@@ -14,8 +14,10 @@ __all__ = [
     "StreamResampler",
     "audio_info",
     "convert_channels",
+    "count_frames",
     "iter_blocks",
     "load_audio",
     "resample",
+    "resampled_length",
     "save_audio",
 ]

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import soundfile
 
+from stemgui.audio.quiet import quiet_av_logging, quiet_stderr
 from stemgui.errors import AudioError
 
 # Containers/codecs libsndfile cannot read (or that PyAV reads better): go straight to PyAV for these.
@@ -28,6 +29,22 @@ _SOUNDFILE_CODECS = {
 }
 _PYAV_CODECS = {"mp3float": "mp3", "mp2float": "mp2", "aac_fixed": "aac", "libopus": "opus"}
 _PYAV_FORMATS = {"mov,mp4,m4a,3gp,3g2,mj2": "mp4", "matroska,webm": "matroska"}
+
+
+MIN_RATE, MAX_RATE = 4000, 768_000  # outside this a header is lying (1 Hz would turn 1 s of data into 12 h)
+MAX_CHANNELS = 64  # beyond this a header is lying, or decoding one block would need gigabytes
+
+
+def check_stream(p: Path, rate: int, channels: int) -> None:
+    """Raise AudioError for a sample rate or channel count no real song has (a damaged or lying header)."""
+    if rate <= 0 or channels <= 0:
+        raise AudioError(f"{p}: audio stream has no valid sample rate or channel count.")
+    if not MIN_RATE <= rate <= MAX_RATE:
+        raise AudioError(f"{p}: unusable sample rate {rate} Hz (the header is damaged, or the rate is outside "
+                         f"{MIN_RATE}-{MAX_RATE} Hz).")
+    if channels > MAX_CHANNELS:
+        raise AudioError(f"{p}: {channels} channels is more than a song has (the header is damaged, or the "
+                         f"file has over {MAX_CHANNELS}).")
 
 
 @dataclass(frozen=True)
@@ -107,10 +124,12 @@ def audio_info(path: str | os.PathLike) -> AudioInfo:
     check_container(p)
     if not prefers_pyav(p):
         try:
-            inf = soundfile.info(str(p))
+            with quiet_stderr():
+                inf = soundfile.info(str(p))
         except (soundfile.LibsndfileError, RuntimeError):
             pass
         else:
+            check_stream(p, int(inf.samplerate), int(inf.channels))
             frames = int(inf.frames)
             return AudioInfo(
                 path=p,
@@ -127,27 +146,32 @@ def audio_info(path: str | os.PathLike) -> AudioInfo:
 def _pyav_info(p: Path) -> AudioInfo:
     import av
 
+    quiet_av_logging()
     try:
-        with av.open(str(p)) as container:
+        with quiet_stderr():
+            container = av.open(str(p))
+        with container:
             if not container.streams.audio:
                 raise AudioError(f"{p}: contains no audio stream.")
             stream = container.streams.audio[0]
-            rate = int(stream.rate or stream.codec_context.sample_rate or 0)
-            channels = int(stream.channels or stream.codec_context.channels or 0)
+            ctx = stream.codec_context
+            if ctx is None:
+                raise AudioError(f"{p}: no decoder for its audio codec (unsupported or corrupt file).")
+            rate = int(getattr(ctx, "sample_rate", 0) or getattr(stream, "rate", 0) or 0)
+            channels = int(getattr(ctx, "channels", 0) or getattr(stream, "channels", 0) or 0)
             if stream.duration is not None and stream.time_base is not None:
                 duration = float(stream.duration * stream.time_base)
             elif container.duration is not None:
                 duration = container.duration / 1_000_000
             else:
                 duration = 0.0
-            codec = stream.codec_context.name
+            codec = ctx.name
             fmt = container.format.name
     except AudioError:
         raise
     except (av.FFmpegError, OSError, ValueError) as exc:
         raise AudioError(f"{p}: not a readable audio file (unknown, unsupported or corrupt format).") from exc
-    if rate <= 0 or channels <= 0:
-        raise AudioError(f"{p}: audio stream has no valid sample rate or channel count.")
+    check_stream(p, rate, channels)
     frames = int(round(duration * rate))
     return AudioInfo(
         path=p,

@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 import soundfile
 
-from stemgui.audio.info import check_container, check_input, prefers_pyav
-from stemgui.audio.resample import StreamResampler
+from stemgui.audio.info import check_container, check_input, check_stream, prefers_pyav
+from stemgui.audio.quiet import quiet_av_logging, quiet_stderr
+from stemgui.audio.resample import StreamResampler, resampled_length
 from stemgui.errors import AudioError
 
 _READ_BLOCK = 1 << 16  # frames per soundfile read: big enough to be fast, small enough to be cheap to copy
@@ -170,12 +171,18 @@ def _wav_declared_frames(f: soundfile.SoundFile) -> int | None:
 def _open_soundfile(p: Path) -> _Decoded | None:
     """Open with libsndfile; None if it does not recognise the file (so PyAV gets a try)."""
     try:
-        f = soundfile.SoundFile(str(p))
+        with quiet_stderr():
+            f = soundfile.SoundFile(str(p))
     except (soundfile.LibsndfileError, RuntimeError, TypeError):
         return None
     if f.samplerate <= 0 or f.channels <= 0:
         f.close()
         return None
+    try:
+        check_stream(p, int(f.samplerate), int(f.channels))
+    except AudioError:
+        f.close()
+        raise
     declared = _wav_declared_frames(f) or (f.frames if f.frames > 0 else None)
     tolerance = 0.05 if f.format == "MP3" else 0.01  # VBR mp3 without a Xing header has an estimated length
 
@@ -185,7 +192,8 @@ def _open_soundfile(p: Path) -> _Decoded | None:
         try:
             while True:
                 try:
-                    got = f.read(_READ_BLOCK, dtype="float32", always_2d=True, out=buf)
+                    with quiet_stderr():
+                        got = f.read(_READ_BLOCK, dtype="float32", always_2d=True, out=buf)
                 except (soundfile.LibsndfileError, RuntimeError) as exc:
                     raise _corrupt(p, done, f.samplerate, exc) from exc
                 if len(got) == 0:
@@ -204,8 +212,10 @@ def _open_pyav(p: Path) -> _Decoded:
     import av
 
     unreadable = f"{p}: not a readable audio file (unknown, unsupported or corrupt format)."
+    quiet_av_logging()
     try:
-        container = av.open(str(p))
+        with quiet_stderr():
+            container = av.open(str(p))
     except (av.FFmpegError, OSError, ValueError, UnicodeDecodeError) as exc:
         raise AudioError(unreadable) from exc
     try:
@@ -213,9 +223,11 @@ def _open_pyav(p: Path) -> _Decoded:
             raise AudioError(f"{p}: contains no audio stream.")
         stream = container.streams.audio[0]
         ctx = stream.codec_context
-        rate, channels = int(ctx.sample_rate or stream.rate or 0), int(ctx.channels or 0)
-        if rate <= 0 or channels <= 0:
-            raise AudioError(f"{p}: audio stream has no valid sample rate or channel count.")
+        if ctx is None:
+            raise AudioError(f"{p}: no decoder for its audio codec (unsupported or corrupt file).")
+        rate = int(getattr(ctx, "sample_rate", 0) or getattr(stream, "rate", 0) or 0)
+        channels = int(getattr(ctx, "channels", 0) or 0)
+        check_stream(p, rate, channels)
         names = tuple(c.name for c in ctx.layout.channels) if ctx.layout is not None else None
         # Only trust a length the container indexes (mp4/mkv); ADTS/mp3 durations are bitrate estimates.
         declared = None
@@ -231,13 +243,17 @@ def _open_pyav(p: Path) -> _Decoded:
         done = 0
         try:
             try:
-                for frame in container.decode(stream):
-                    for out in resampler.resample(frame):
+                frames = container.decode(stream)
+                while True:
+                    with quiet_stderr():
+                        frame = next(frames, None)
+                        outs = resampler.resample(frame)
+                    for out in outs:
                         block = out.to_ndarray().astype(np.float32, copy=False)
                         done += block.shape[1]
                         yield block
-                for out in resampler.resample(None):
-                    yield out.to_ndarray().astype(np.float32, copy=False)
+                    if frame is None:
+                        break
             except (av.FFmpegError, ValueError) as exc:
                 raise _corrupt(p, done, rate, exc) from exc
         finally:
@@ -324,3 +340,14 @@ def iter_blocks(path: str | os.PathLike, blocksize: int, samplerate: int | None 
         pending.append(tail)
         have += tail.shape[1]
     yield from drain(True)
+
+
+def count_frames(path: str | os.PathLike, samplerate: int | None = None) -> int:
+    """The exact number of samples `iter_blocks(path, ..., samplerate)` and `load_audio` will give.
+
+    Decodes the file once without keeping or resampling anything (headers can lie, and mp3/aac lengths are
+    estimates), so it also raises AudioError for a corrupt or truncated file before any real work starts.
+    """
+    dec = _open(path)
+    frames = sum(block.shape[1] for block in dec.blocks())
+    return resampled_length(frames, dec.rate, int(samplerate) if samplerate else dec.rate)

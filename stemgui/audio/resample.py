@@ -44,6 +44,16 @@ def resample(wav: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
     return out.reshape(*lead, out.shape[1])
 
 
+def resampled_length(frames: int, sr_in: int, sr_out: int) -> int:
+    """Samples soxr gives for `frames` input samples, one-shot or streamed: round(frames / (sr_in / sr_out)),
+    in double precision and with halves rounded up exactly as libsoxr computes it (so a stream's length is known
+    before it is resampled)."""
+    sr_in, sr_out = _check_rate(sr_in, "sr_in"), _check_rate(sr_out, "sr_out")
+    if sr_in == sr_out:
+        return int(frames)
+    return int(int(frames) / (sr_in / sr_out) + 0.5)
+
+
 class StreamResampler:
     """Resample consecutive (channels, n) blocks as one continuous signal (no seams at block edges)."""
 

@@ -1,6 +1,7 @@
 """`stemgui separate`: songs in, one folder of stems per song out.
 
-Stems stream to disk as regions finish, so memory does not grow with song length beyond the decoded input.
+The song streams in (decoded and resampled block by block) and the stems stream out to disk as regions finish,
+so memory does not grow with the song's length.
 Each song's folder is assembled under a temporary name and renamed into place when complete: an interrupted
 run (Ctrl-C, error) never leaves a folder that looks finished.
 """
@@ -16,6 +17,8 @@ import tempfile
 from pathlib import Path
 
 FORMATS = ("wav", "flac", "mp3")
+CLIP_MODES = ("rescale", "clamp")
+HEADROOM = 0.99  # a rescaled song peaks here, not at 1.0: no rounding up to full scale, room for mp3's overshoot
 
 
 def register(sub) -> None:
@@ -31,8 +34,11 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=int, default=4, help="segments per forward pass (default: 4)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random shifts (default: 0)")
     p.add_argument("--format", choices=FORMATS, default="wav", help="output format (default: wav)")
-    p.add_argument("--bit-depth", choices=("16", "24", "32"), default="16",
-                   help="wav/flac sample size; 32 = float wav (default: 16)")
+    p.add_argument("--bit-depth", choices=("16", "24", "32"), default=None,
+                   help="wav/flac sample size; 32 = float wav (default: 32 for a float wav song, else 16)")
+    p.add_argument("--clip", choices=CLIP_MODES, default="rescale",
+                   help="stems above full scale in integer/mp3 output: rescale all stems by one factor (recorded "
+                        "in separation.json) or clamp the peaks (default: rescale)")
     p.add_argument("--stems", default=None, help="comma-separated stems to write, e.g. vocals,drums")
     p.add_argument("--two-stems", default=None, metavar="STEM",
                    help="write STEM and no_STEM (= song minus STEM), e.g. --two-stems vocals for karaoke")
@@ -86,43 +92,65 @@ def _wanted_stems(args: argparse.Namespace, sources: list[str]) -> list[str]:
     return wanted
 
 
+STREAM_BLOCK = 1 << 16  # input frames decoded and resampled at a time
+MIN_SECONDS = 1.0  # shorter songs are separated padded with silence (models need a few strides of input)
+
+
 def separate_one(separator, song: Path, out_root: Path, wanted: list[str], args: argparse.Namespace) -> Path:
-    """Separate `song` into `out_root/<song name>/`, streaming every stem to disk; returns that folder."""
+    """Separate `song` into `out_root/<song name>/`, streaming every stem to disk; returns that folder.
+
+    The song is streamed too: decoded, resampled and separated block by block (`Separator.separate_stream`),
+    so memory does not grow with its length. A first decode-only pass counts its samples exactly (headers
+    can lie; mp3/aac lengths are estimates) and rejects a corrupt file before any work starts.
+    """
     import time
 
     import numpy as np
     from tqdm import tqdm
 
-    from stemgui.audio import AudioWriter, StreamResampler, audio_info, load_audio
+    from stemgui.audio import StreamResampler, audio_info, count_frames, iter_blocks
 
     started = time.perf_counter()
     info = audio_info(song)
-    wav, _ = load_audio(song, samplerate=separator.samplerate, channels=separator.audio_channels)
+    rate, channels = separator.samplerate, separator.audio_channels
+    total = count_frames(song, rate)
+
+    padded = max(total, int(MIN_SECONDS * rate))  # a very short sound is padded with silence, cut after
+
+    def source():
+        yield from _exactly(iter_blocks(song, STREAM_BLOCK, samplerate=rate, channels=channels), total, song)
+        if padded > total:
+            yield np.zeros((channels, padded - total), dtype=np.float32)
+
     out_root.mkdir(parents=True, exist_ok=True)
     final = out_root / song.stem
     staging = Path(tempfile.mkdtemp(prefix=f".{song.stem}.partial-", dir=out_root))
     sources = separator.sources
     two = args.two_stems
-    depth = "float" if args.bit_depth == "32" else int(args.bit_depth)
-    writers: dict[str, AudioWriter] = {}
+    depth = int(args.bit_depth) if args.bit_depth else (32 if args.format == "wav" and _is_float(info) else 16)
+    outputs = None
     resamplers: dict[str, StreamResampler] = {}
     try:
-        for name in wanted:
-            writers[name] = AudioWriter(staging / f"{name}.{args.format}", info.samplerate,
-                                        separator.audio_channels, bit_depth=32 if depth == "float" else depth)
-            if info.samplerate != separator.samplerate:
-                resamplers[name] = StreamResampler(separator.samplerate, info.samplerate, separator.audio_channels)
+        outputs = _Outputs(staging, wanted, args.format, info.samplerate, channels, depth, args.clip)
 
-        def write_region(start: int, end: int, stems: np.ndarray) -> None:
-            for name, writer in writers.items():
+        def write_region(start: int, end: int, stems: np.ndarray, mix: np.ndarray) -> None:
+            if start >= total:  # the silence a very short song was padded with
+                return
+            if end > total:
+                stems, mix, end = stems[..., : total - start], mix[..., : total - start], total
+            if start == 0:  # the first region, or an out-of-memory retry starting over: fresh files
+                outputs.restart()
+                if info.samplerate != rate:
+                    resamplers.update({name: StreamResampler(rate, info.samplerate, channels) for name in wanted})
+            for name in wanted:
                 if two and name == f"no_{two}":
-                    block = wav[:, start:end] - stems[sources.index(two)]
+                    block = mix - stems[sources.index(two)]
                 else:
                     block = stems[sources.index(name)]
                 if name in resamplers:
-                    block = resamplers[name].process(block, last=end == wav.shape[1])
+                    block = resamplers[name].process(block, last=end == total)
                 if block.shape[-1]:
-                    writer.write(block)
+                    outputs.write(name, block)
 
         with tqdm(total=100, desc=song.name[:30], unit="%", file=sys.stderr, leave=True,
                   bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining}{postfix}",
@@ -133,10 +161,10 @@ def separate_one(separator, song: Path, out_root: Path, wanted: list[str], args:
                     bar.set_postfix_str(p.message)
                 bar.refresh()
 
-            separator.separate(wav, progress=progress, on_chunk=write_region, keep_output=False)
-        for writer in writers.values():
-            writer.close()
+            separator.separate_stream(source, padded, progress=progress, on_chunk=write_region, with_mix=True)
+        clip = outputs.close(song)
         sidecar = separator.sidecar(song, time.perf_counter() - started)
+        sidecar["clip"] = clip
         sidecar["outputs"] = {name: f"{name}.{args.format}" for name in wanted}
         sidecar["input"].update({"samplerate": info.samplerate, "channels": info.channels,
                                  "duration": info.duration})
@@ -144,10 +172,129 @@ def separate_one(separator, song: Path, out_root: Path, wanted: list[str], args:
         _move_into_place(staging, final)
         return final
     except BaseException:
-        for writer in writers.values():
-            writer.abort()
+        if outputs is not None:
+            outputs.abort()
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def _is_float(info) -> bool:
+    """A song stored as float samples (which may exceed full scale and still be exactly what the artist made)."""
+    return info.codec.startswith("pcm_f")
+
+
+class _Outputs:
+    """The stem files of one song, and what is done with samples beyond full scale.
+
+    Float wav keeps every sample. Integer and mp3 output either clamp (written directly, peaks cut) or, by
+    default, rescale: all stems are spooled to raw float32 files beside the staging folder's stems, and only
+    once the whole song's peak is known are they written out, divided by one common factor (so the stems still
+    sum to the song, scaled) when that peak exceeds full scale. Either way one warning says what happened.
+    """
+
+    def __init__(self, staging: Path, names: list[str], fmt: str, rate: int, channels: int, depth: int,
+                 clip: str) -> None:
+        from stemgui.audio import AudioWriter
+
+        self.staging, self.names, self.fmt, self.rate, self.channels, self.depth = (
+            staging, names, fmt, rate, channels, depth)
+        self.float_output = fmt == "wav" and depth == 32
+        self.mode = "none" if self.float_output else clip
+        self.writers: dict[str, AudioWriter] = {}
+        self.spools: dict[str, object] = {}
+        self.restart()
+
+    def restart(self) -> None:
+        """(Re)open every stem file empty."""
+        self.abort()
+        self.peak = 0.0
+        self.writers, self.spools = {}, {}
+        if self.mode == "rescale":
+            self.spools = {name: open(self.staging / f".{name}.f32", "wb") for name in self.names}
+        else:
+            self.writers = {name: self._writer(name) for name in self.names}
+
+    def _writer(self, name: str):
+        from stemgui.audio import AudioWriter
+
+        return AudioWriter(self.staging / f"{name}.{self.fmt}", self.rate, self.channels, bit_depth=self.depth)
+
+    def write(self, name: str, block) -> None:
+        import numpy as np
+
+        if block.size:
+            self.peak = max(self.peak, float(np.max(np.abs(block))))
+        if self.mode == "rescale":
+            self.spools[name].write(np.ascontiguousarray(block.T, dtype=np.float32).tobytes())
+        elif self.mode == "clamp":
+            self.writers[name].write(np.clip(block, -1.0, 1.0))
+        else:
+            self.writers[name].write(block)
+
+    def close(self, song: Path) -> dict:
+        """Finish every stem file; returns the sidecar's record of the peak and what was done about it."""
+        import warnings
+
+        import numpy as np
+
+        what = "float wav" if self.float_output else (
+            "mp3" if self.fmt == "mp3" else f"{self.depth}-bit {self.fmt}")
+        factor = 1.0
+        if self.mode == "rescale":
+            factor = HEADROOM / self.peak if self.peak > 1.0 else 1.0
+            block = 1 << 16
+            for name in self.names:
+                self.spools[name].close()
+                raw = self.staging / f".{name}.f32"
+                writer = self.writers[name] = self._writer(name)
+                with open(raw, "rb") as f:
+                    while True:
+                        data = np.fromfile(f, dtype=np.float32, count=block * self.channels)
+                        if data.size == 0:
+                            break
+                        frames = data.reshape(-1, self.channels).T
+                        writer.write(frames * np.float32(factor) if factor != 1.0 else frames)
+                writer.close()
+                raw.unlink()
+        else:
+            for writer in self.writers.values():
+                writer.close()
+        if self.peak > 1.0 and self.mode == "rescale":
+            warnings.warn(f"{song}: the stems peak at {self.peak:.3f}, above the full scale of {what}; all stems "
+                          f"scaled by {factor:.4f} ({20 * np.log10(factor):.1f} dB) to fit (--bit-depth 32 keeps "
+                          "float stems, --clip clamp cuts the peaks instead).", UserWarning, stacklevel=2)
+        elif self.peak > 1.0 and self.mode == "clamp":
+            warnings.warn(f"{song}: the stems peak at {self.peak:.3f}, above the full scale of {what}; peaks "
+                          "clamped to full scale (--clip rescale or --bit-depth 32 keeps them).", UserWarning,
+                          stacklevel=2)
+        return {"mode": self.mode, "output": what, "peak": round(self.peak, 6), "factor": factor}
+
+    def abort(self) -> None:
+        for spool in self.spools.values():
+            spool.close()
+        for writer in self.writers.values():
+            writer.abort()
+
+
+def _exactly(blocks, total: int, song: Path):
+    """`blocks` cut or zero-padded to `total` samples; a file that changed under us is an error, not a guess."""
+    import numpy as np
+
+    from stemgui.errors import AudioError
+
+    have, rows = 0, 2
+    for block in blocks:
+        rows = block.shape[0]
+        block = block[:, : total - have]
+        have += block.shape[1]
+        if block.shape[1]:
+            yield block
+        if have >= total:
+            return
+    if total - have > 64:  # more than resampler rounding: the file was changed while it was read
+        raise AudioError(f"{song}: the file changed while it was being read (decoded {have} of {total} samples).")
+    if have < total:
+        yield np.zeros((rows, total - have), dtype=np.float32)
 
 
 def _move_into_place(staging: Path, final: Path) -> None:

@@ -7,7 +7,11 @@ whole track, metrics per frame) to within rounding, while being far faster:
 * lagged inner products of all references and estimates come from one blocked FFT pass (a batched matrix
   product per frequency bin) instead of one full-length inverse FFT per signal pair;
 * the filters of all sources come from one linear solve with several right-hand sides (plus one batched
-  solve for the per-source filters) instead of a solve per source;
+  solve for the per-source filters) instead of a solve per source; the Gram matrix of delayed signals is
+  block Toeplitz, so the solve is a block Levinson recursion, O(taps² · signals³) instead of the
+  O((taps · signals)³) of a dense solve that dominated short tracks (4096² unknowns for 4 stereo sources).
+  Its residual is checked against the dense matrix; a system too ill-conditioned for the recursion falls
+  back to the dense solve museval uses;
 * each frame's projections are products of spectra, and their energies are read off the spectra
   (Parseval), batched over frames and sources.
 
@@ -200,6 +204,79 @@ def _solve(gram: np.ndarray, rhs: np.ndarray) -> np.ndarray:
         return np.stack([np.linalg.lstsq(g, d, rcond=None)[0] for g, d in zip(gram, rhs)])
 
 
+LEVINSON_TOL = 1e-9
+"""Largest relative residual ‖G·x − D‖ / ‖D‖ accepted from the Levinson recursion before the dense solve."""
+
+
+def _levinson(blocks: np.ndarray, rhs: np.ndarray) -> np.ndarray | None:
+    """Solve T·x = y for symmetric block Toeplitz systems T[a, b] = blocks[..., b - a, :, :]
+    (blocks[-k] = blocks[k].T), batched over leading axes.
+
+    `blocks`: (..., taps, m, m) with blocks[..., 0, :, :] symmetric, `rhs`: (..., taps, m, r); returns x shaped
+    like rhs, or None when a prediction-error matrix is singular. Whittle / Wiggins-Robinson recursion:
+    forward and backward predictors f, b of growing order and the solution x, each extended by one block per
+    order; every sum over past blocks is one (m, k·m) @ (k·m, ·) product on flat views.
+    """
+    *batch, taps, m, _ = blocks.shape
+    r = rhs.shape[-1]
+    blocks = blocks.reshape(-1, taps, m, m)
+    rhs = rhs.reshape(-1, taps, m, r)
+    nb = blocks.shape[0]
+    # lags as flat rows: ahead[:, :, l·m:(l+1)·m] = R_l, behind[:, :, i·m:(i+1)·m] = R_(taps-1-i)^T
+    ahead = np.ascontiguousarray(blocks.transpose(0, 2, 1, 3)).reshape(nb, m, taps * m)
+    behind = np.ascontiguousarray(blocks[:, ::-1].transpose(0, 3, 1, 2)).reshape(nb, m, taps * m)
+    fwd = np.zeros((nb, taps * m, m))
+    bwd = np.zeros((nb, taps * m, m))
+    fwd[:, :m] = bwd[:, :m] = np.eye(m)
+    err_f = blocks[:, 0].copy()
+    err_b = blocks[:, 0].copy()
+    x = np.zeros((nb, taps * m, r))
+    try:
+        x[:, :m] = np.linalg.solve(blocks[:, 0], rhs[:, 0])
+        for k in range(taps - 1):
+            n = (k + 1) * m
+            lower = behind[:, :, (taps - 2 - k) * m:(taps - 1) * m]  # R_(k+1)^T ... R_1^T
+            delta_f = lower @ fwd[:, :n]
+            delta_b = ahead[:, :, m:n + m] @ bwd[:, :n]
+            alpha = -np.linalg.solve(err_b, delta_f)
+            beta = -np.linalg.solve(err_f, delta_b)
+            inc_f = bwd[:, :n] @ alpha
+            inc_b = fwd[:, :n] @ beta
+            err_f = err_f + delta_b @ alpha
+            err_b = err_b + delta_f @ beta
+            bwd[:, m:n + m] = bwd[:, :n].copy()
+            bwd[:, :m] = 0.0
+            bwd[:, :n] += inc_b
+            fwd[:, m:n + m] += inc_f
+            gamma = np.linalg.solve(err_b, rhs[:, k + 1] - lower @ x[:, :n])
+            x[:, :n + m] += bwd[:, :n + m] @ gamma
+    except np.linalg.LinAlgError:
+        return None
+    return x.reshape(*batch, taps, m, r)
+
+
+def _toeplitz_solve(corr: np.ndarray, taps: int, gram: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+    """(G + eps·I) C = D for G = _block_toeplitz(corr, taps) (given as `gram`), rhs D (signals·taps, r);
+    batched over a leading axis when `corr` is (batch, signals, signals, lags).
+
+    Block Levinson on corr's lags, accepted when its residual against the dense G is tiny; otherwise (or if
+    it breaks down) museval's dense solve. `gram` may be modified.
+    """
+    nsig = corr.shape[-2]
+    lead = corr.shape[:-3]
+    blocks = np.ascontiguousarray(np.moveaxis(corr[..., taps - 1:], -1, -3))  # R_k[p, q] = corr[p, q, pad + k]
+    blocks[..., 0, :, :] += np.finfo(float).eps * np.eye(nsig)
+    y = np.swapaxes(rhs.reshape(*lead, nsig, taps, rhs.shape[-1]), -2, -3)
+    x = _levinson(blocks, y)
+    if x is not None and np.isfinite(x).all():
+        sol = np.ascontiguousarray(np.swapaxes(x, -2, -3)).reshape(rhs.shape)
+        residual = np.linalg.norm(gram @ sol - rhs, axis=(-2, -1))
+        scale = np.maximum(np.linalg.norm(rhs, axis=(-2, -1)), np.finfo(float).tiny)
+        if np.all(residual / scale <= LEVINSON_TOL):
+            return sol
+    return _solve(gram, rhs)
+
+
 def _block_toeplitz(corr: np.ndarray, taps: int) -> np.ndarray:
     """G[(p, a), (q, b)] = corr[p, q, b - a + taps - 1]: the Gram matrix of delayed signals, one copy."""
     num_p, num_q, _ = corr.shape
@@ -229,16 +306,18 @@ def distortion_filters(refs: np.ndarray, ests: np.ndarray, filters_len: int = FI
     gram = _block_toeplitz(ref_corr, taps)
     # D[(p, a), (j, c)] = <x_p delayed by a, ŝ_{j,c}> = R_est[p, (j,c), -a]
     rhs = est_corr[:, :, pad - delay].transpose(0, 2, 1).reshape(nsig * taps, nsig)
-    filt = _solve(gram, rhs).reshape(nsrc, nchan, taps, nsrc, nchan)
+    filt = _toeplitz_solve(ref_corr, taps, gram, rhs).reshape(nsrc, nchan, taps, nsrc, nchan)
     filt_all = np.ascontiguousarray(filt.transpose(3, 0, 1, 2, 4))  # (j_est, i_ref, cj, tap, c)
 
+    own_corr = np.empty((nsrc, nchan, nchan, ref_corr.shape[2]))
     own_gram = np.empty((nsrc, nchan * taps, nchan * taps))
     own_rhs = np.empty((nsrc, nchan * taps, nchan))
     for j in range(nsrc):
         ch = slice(j * nchan, (j + 1) * nchan)
-        own_gram[j] = _block_toeplitz(ref_corr[ch, ch], taps)
+        own_corr[j] = ref_corr[ch, ch]
+        own_gram[j] = _block_toeplitz(own_corr[j], taps)
         own_rhs[j] = est_corr[ch, ch][:, :, pad - delay].transpose(0, 2, 1).reshape(nchan * taps, nchan)
-    filt_own = _solve(own_gram, own_rhs).reshape(nsrc, nchan, taps, nchan)
+    filt_own = _toeplitz_solve(own_corr, taps, own_gram, own_rhs).reshape(nsrc, nchan, taps, nchan)
     return filt_all, filt_own
 
 
