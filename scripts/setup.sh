@@ -10,7 +10,8 @@ want_test=0
 apt_pkgs=(libportaudio2 fluidsynth fluid-soundfont-gm libegl1 libgl1 libxkbcommon0 libxkbcommon-x11-0
           libfontconfig1 libdbus-1-3 libglib2.0-0 libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxcb-shape0
           libxcb-xinerama0 libxcb-randr0 libxcb-render-util0 libxcb-image0)
-if [ "$want_test" = 1 ]; then apt_pkgs+=(jackd2 ffmpeg); fi
+# desktop-file-utils, appstream: tests/test_packaging.py validates the launcher and the AppStream metainfo
+if [ "$want_test" = 1 ]; then apt_pkgs+=(jackd2 ffmpeg desktop-file-utils appstream); fi
 missing=()
 for p in "${apt_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

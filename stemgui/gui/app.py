@@ -14,15 +14,26 @@ from pathlib import Path
 from stemgui import __version__
 from stemgui.atomic import atomic_path
 
-ICON = Path(__file__).resolve().parents[2] / "resources" / "icons" / "stemgui.svg"
 SCREENSHOT_POSITION = 0.36  # of the song: the playhead in the picture
 SCREENSHOT_LOOP = (0.30, 0.48)  # of the song: a practice loop in the picture
 POLL_MS = 100
 
 
+class _SongsParser(argparse.ArgumentParser):
+    """Keeps `args.song` (the song to open) and `args.more_songs` (to queue) beside the positional list."""
+
+    def parse_args(self, args=None, namespace=None):  # type: ignore[override]
+        parsed = super().parse_args(args, namespace)
+        songs = list(parsed.songs or [])
+        parsed.song = songs[0] if songs else None
+        parsed.more_songs = songs[1:]
+        return parsed
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="stemgui", description="StemGUI: split a song into stems and play with them.")
-    p.add_argument("song", nargs="?", help="a song to open and separate (wav, flac, ogg, mp3, m4a, ...)")
+    p = _SongsParser(prog="stemgui", description="StemGUI: split a song into stems and play with them.")
+    p.add_argument("songs", nargs="*", metavar="SONG",
+                   help="songs to open (the first) and queue (the rest): wav, flac, ogg, mp3, m4a, ...")
     p.add_argument("--model", help="model name or path (default: the one chosen last time, else the bundled one)")
     p.add_argument("--screenshot", metavar="PATH", help="when the song is separated and drawn, save a PNG of the window")
     p.add_argument("--quit-when-done", action="store_true", help="exit once the song is separated (and shot)")
@@ -95,8 +106,11 @@ def run(args: argparse.Namespace) -> int:
     app.setApplicationVersion(__version__)
     app.setDesktopFileName("io.github.stemgui")
     apply_dark_theme(app)
-    if ICON.is_file():
-        app.setWindowIcon(QIcon(str(ICON)))
+    from stemgui.paths import icon_path
+
+    icon = icon_path()
+    if icon.is_file():
+        app.setWindowIcon(QIcon(str(icon)))
     dialogs = printing_dialogs() if scripted else None
     window = MainWindow(dialogs=dialogs, model=args.model, enable_audio=not (args.no_audio or scripted))
     if dialogs is not None:
@@ -137,6 +151,8 @@ def run(args: argparse.Namespace) -> int:
         def start() -> None:
             if not window.open_song(args.song) and scripted:
                 finish(1)
+            if args.more_songs:  # "Open with StemGUI" on several files (%F): the rest go to the batch queue
+                window.queue_songs(args.more_songs)
 
         QTimer.singleShot(0, start)
     app.exec()
