@@ -215,3 +215,21 @@ def test_check_name_and_card_summary():
             "metrics": {"valid_sdr_mean": 3.25, "valid_sdr": {"drums": 4.0, "vocals": 2.5}}}
     assert card_summary(card) == ("mine · data ds (9 tracks) · 40 steps · losses L1 + MR-STFT · "
                                   "validation SDR 3.25 dB (drums 4.0, vocals 2.5)")
+
+
+@pytest.mark.parametrize("architecture, fields", [
+    ("hdemucs", {"channels": 8, "depth": 5, "nfft": 2048}),
+    ("htdemucs", {"channels": 8, "depth": 3, "nfft": 2048}),
+    ("demucs", {"channels": 8, "depth": 4}),
+])
+def test_a_model_from_scratch_is_built_as_the_form_checked_it(tmp_path, architecture, fields):
+    """The size fields the dock checks become `stemgui train` options that build the same generator arguments."""
+    from stemgui.cli import build_parser
+    from stemgui.cli.train import build_config
+
+    req = TrainRequest(dataset="d", name="n", architecture=architecture, segment=2.0, **fields)
+    assert req.model_fields() == fields
+    cfg = build_config(build_parser().parse_args(req.arguments(RunPaths(tmp_path, "n"))))
+    assert cfg.model.architecture == architecture
+    assert (cfg.model.architecture, cfg.generator_args()) == req.scratch_model()
+    assert all(cfg.generator_args()[key] == value for key, value in fields.items())

@@ -79,7 +79,7 @@ def fast_settings(panel, dataset: Path, name: str, steps: int) -> None:
     assert panel.form.select_base_model("tiny-base")
     panel.form.set_preset("l1+stft")
     panel.form.name_edit.setText(name)
-    panel.form.steps_spin.setValue(steps)
+    panel.form.set_steps(steps)
     panel.form.segment_spin.setValue(0.5)
     panel.form.batch_spin.setValue(1)
     panel.form.checkpoint_spin.setValue(2)
@@ -264,7 +264,8 @@ def test_killed_training_process_gives_a_message_and_the_panel_stays_responsive(
     fired = []
     QTimer.singleShot(10, lambda: fired.append(True))
     qtbot.waitUntil(lambda: fired == [True], timeout=2000)
-    assert panel.form.set_dataset(dataset).ok and panel.start_button.isEnabled()
+    assert panel.form.set_dataset(dataset).ok
+    qtbot.waitUntil(panel.start_button.isEnabled, timeout=30_000)  # after the model check
 
 
 FAKE_TRAINER = r'''

@@ -13,7 +13,8 @@ from pathlib import Path
 OPTION_KEYS = {
     "dataset": "data.dataset", "format": "data.format", "sources": "data.sources", "segment": "data.segment",
     "workers": "data.num_workers", "valid_fraction": "data.valid_fraction",
-    "preset": "loss.preset", "steps": "train.steps", "batch_size": "train.batch_size", "out": "train.out",
+    "preset": "loss.preset", "steps": "train.steps", "minutes": "train.minutes", "batch_size": "train.batch_size",
+    "out": "train.out",
     "run_dir": "train.run_dir", "log": "train.log", "device": "train.device", "seed": "train.seed",
     "checkpoint_every": "train.checkpoint_every", "valid_every": "train.valid_every",
     "lr": "optim.lr", "base_model": "finetune.base_model", "finetune_lr": "finetune.lr",
@@ -26,6 +27,9 @@ OPTION_KEYS = {
 
 
 def register(subparsers) -> None:
+    from stemgui.models.architectures import architecture_names
+    from stemgui.train.config import PRESETS
+
     p = subparsers.add_parser(
         "train", help="train or fine-tune a separation model",
         description="Train a separator (Hybrid Demucs unless --architecture says otherwise) with L1 + "
@@ -46,8 +50,12 @@ def register(subparsers) -> None:
     g.add_argument("--workers", type=int, metavar="N", help="DataLoader worker processes")
     g.add_argument("--valid-fraction", type=float, metavar="F", help="share of tracks held out for validation")
     g = p.add_argument_group("training")
-    g.add_argument("--preset", choices=("l1", "l1+stft", "l1+stft+gan"), help="loss preset (default l1+stft+gan)")
+    g.add_argument("--preset", choices=PRESETS,
+                   help="loss preset (default l1+stft+gan; drnn / unet: the masking papers' spectrogram losses)")
     g.add_argument("--steps", type=int, metavar="N", help="total optimizer steps")
+    g.add_argument("--minutes", type=float, metavar="M",
+                   help="train for about M minutes: the speed of the first steps fixes the step count (at most "
+                        "--steps)")
     g.add_argument("--batch-size", type=int, metavar="B", help="global batch size")
     g.add_argument("--lr", type=float, help="generator learning rate")
     g.add_argument("--out", metavar="MODEL_PATH", help="output model (NAME.safetensors + NAME.json)")
@@ -66,7 +74,7 @@ def register(subparsers) -> None:
     g.add_argument("--freeze-encoder", type=int, metavar="N", help="freeze the first N encoder layers")
     g = p.add_argument_group("generator")
     g.add_argument("--architecture", metavar="NAME",
-                   help="generator architecture: hdemucs (default), htdemucs, demucs; size options below are "
+                   help=f"generator architecture: {', '.join(n for n in architecture_names() if n != 'bag')} (default hdemucs); size options below are "
                         "HDemucs's, others take --set model.extra=...")
     g.add_argument("--model-channels", type=int, metavar="C", help="HDemucs channels of the first layer")
     g.add_argument("--depth", type=int, help="HDemucs depth")

@@ -106,18 +106,21 @@ class FineTunePanel(QWidget):
         self._update_buttons()
 
     def _build(self) -> None:
-        left = QWidget()
-        column = QVBoxLayout(left)
+        inner = QWidget()
+        column = QVBoxLayout(inner)
         column.setContentsMargins(6, 6, 6, 6)
         column.addWidget(self.form)
+        column.addStretch(1)
         buttons = QGridLayout()
+        buttons.setContentsMargins(6, 0, 6, 6)
         self.start_button = QPushButton("Start")
         self.stop_button = QPushButton("Stop")
         self.resume_button = QPushButton("Resume")
         self.use_button = QPushButton("Use latest checkpoint")
         self.start_button.setToolTip("Start a new training run in a separate process")
         self.stop_button.setToolTip("Finish the current step, write a checkpoint and the model, then stop")
-        self.resume_button.setToolTip("Continue the last run from its newest checkpoint, up to the Steps above")
+        self.resume_button.setToolTip("Continue the last run from its newest checkpoint: for about the minutes "
+                                      "above (a timed run), or up to the steps above")
         self.use_button.setToolTip("Register the model as it is now, so it can separate songs")
         self.start_button.clicked.connect(self.start)
         self.stop_button.clicked.connect(self.stop)
@@ -125,13 +128,19 @@ class FineTunePanel(QWidget):
         self.use_button.clicked.connect(self.use_latest_checkpoint)
         for i, b in enumerate((self.start_button, self.stop_button, self.resume_button, self.use_button)):
             buttons.addWidget(b, i // 2, i % 2)
-        column.addLayout(buttons)
-        column.addStretch(1)
-        scroll = QScrollArea()
-        scroll.setWidget(left)
+        self.start_button.setDefault(True)
+        self.start_button.setStyleSheet("QPushButton:enabled { font-weight: 600; }")
+        self.scroll = scroll = QScrollArea()
+        scroll.setWidget(inner)
         scroll.setWidgetResizable(True)
         scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
-        scroll.setMinimumWidth(380)
+        scroll.setFrameShape(QScrollArea.NoFrame)
+        left = QWidget()  # the form scrolls; Start / Stop / Resume / Use stay below it, always visible
+        left_column = QVBoxLayout(left)
+        left_column.setContentsMargins(0, 0, 0, 0)
+        left_column.addWidget(scroll, 1)
+        left_column.addLayout(buttons)
+        left.setMinimumWidth(380)
 
         monitor = QWidget()
         mon = QVBoxLayout(monitor)
@@ -156,7 +165,7 @@ class FineTunePanel(QWidget):
         mon.addWidget(self.plots, 1)
 
         splitter = QSplitter(Qt.Horizontal)
-        splitter.addWidget(scroll)
+        splitter.addWidget(left)
         splitter.addWidget(monitor)
         splitter.setStretchFactor(0, 0)
         splitter.setStretchFactor(1, 1)
@@ -244,9 +253,13 @@ class FineTunePanel(QWidget):
         if not self._no_other_training():
             return False
         steps = self.form.steps_spin.value()
-        args = resume_arguments(state.arguments, steps=steps)
+        minutes = self.form.minutes_spin.value()
+        args = resume_arguments(state.arguments, steps=steps, minutes=minutes)
         state.arguments = [a for a in args if a != "--resume"]
-        state.request["steps"] = steps
+        if "--minutes" in args:  # a timed run trains about the form's minutes more
+            state.request["minutes"] = minutes
+        else:
+            state.request["steps"] = steps
         return self._launch(paths, state, args, resume=True)
 
     def _no_other_training(self) -> bool:
@@ -272,6 +285,7 @@ class FineTunePanel(QWidget):
         self._info(f"{'Resuming' if resume else 'Starting'} '{state.name}' in a separate process…")
         self.stop_button.setText("Stop")
         self.process.launch(state.name, paths.root, paths.log, lock, program, pargs)
+        self._refresh_status()  # "Starting…" and a busy bar until the first step's record (with its ETA)
         self._update_buttons()
         self.trainingStateChanged.emit(True)
         return True
@@ -422,9 +436,14 @@ class FineTunePanel(QWidget):
         if h.records == 0 and not self.is_training():
             return
         self.status_label.setText(h.status_line() if h.records else "Starting (loading PyTorch and the data)…")
-        if h.total_steps:
+        if h.steps_known:
             self.progress.setRange(0, h.total_steps)
             self.progress.setValue(min(h.step, h.total_steps))
+        elif self.is_training():
+            self.progress.setRange(0, 0)  # busy until the step count is known
+        else:
+            self.progress.setRange(0, 1)
+            self.progress.setValue(0)
         self.plots.show_history(h)
         self._update_buttons()
 
@@ -445,12 +464,15 @@ class FineTunePanel(QWidget):
 
     def _update_buttons(self) -> None:
         training = self.is_training()
-        dataset_ok, name_ok = self.form.dataset_ok, self.form.name_ok
-        self.start_button.setEnabled(not training and dataset_ok and name_ok)
+        dataset_ok, name_ok, model_ok = self.form.dataset_ok, self.form.name_ok, self.form.model_ok
+        self.start_button.setEnabled(not training and dataset_ok and name_ok and model_ok)
         if training:
             reason = "a training is running"
         elif not dataset_ok:
             reason = "choose a usable dataset folder"
+        elif not model_ok:
+            reason = ("checking that the model can run" if self.form.model_checking
+                      else "this model configuration cannot run (see under Model)")
         else:
             reason = "" if name_ok else "enter a model name"
         self.start_button.setToolTip("Start a new training run in a separate process" if not reason

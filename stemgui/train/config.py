@@ -21,7 +21,9 @@ from stemgui import SOURCES
 from stemgui.errors import ConfigError
 from stemgui.train.schedule import LR_DECAYS, learning_rate
 
-PRESETS = ("l1", "l1+stft", "l1+stft+gan")
+PRESETS = ("l1", "l1+stft", "l1+stft+gan", "drnn", "unet")
+SPECTRAL_PRESETS = ("drnn", "unet")  # losses on |STFT| of the estimates at the model's own front end
+DIVERGENCES = ("mse", "kl")
 DATA_FORMATS = ("auto", "musdb", "stem-mp4", "mir1k", "folder")
 DISCRIMINATOR_KINDS = ("stylemelgan", "mrsd", "both")
 AMP_MODES = ("auto", "off", "bf16", "fp16")
@@ -56,6 +58,7 @@ class AugmentConfig:
     gain: bool = True
     gain_min: float = 0.25
     gain_max: float = 1.25
+    circular_shift: bool = False  # DRNN's augmentation: the voice rotated by a random offset against the rest
 
 
 @dataclass
@@ -102,6 +105,11 @@ class LossConfig:
     )
     adversarial: float = 0.01
     feature_matching: float = 0.02
+    # Spectral presets (the masking papers), on |STFT| of the estimated and true sources with the model's own
+    # (nfft, hop): `drnn` (Huang et al.) = `divergence` (mse, or kl: generalized KL) minus `discriminative`
+    # (the paper's r / gamma) times the same distance to the other sources; `unet` (Jansson et al.) = L1.
+    divergence: str = "mse"
+    discriminative: float = 0.05
 
 
 @dataclass
@@ -150,6 +158,9 @@ class FinetuneConfig:
 @dataclass
 class TrainConfig:
     steps: int = 10000
+    # > 0: train for about this many minutes. The speed of the first steps (see trainer.TimeBudget) fixes
+    # `steps` (then at most its value here) to what fits; a D warm-up over a fifth of them is cut to a fifth.
+    minutes: float = 0.0
     batch_size: int = 4  # global batch (split across DDP ranks)
     seed: int = 42
     device: str = "auto"
@@ -244,6 +255,9 @@ class Config:
         _check(lo.preset in PRESETS, f"loss.preset must be one of {', '.join(PRESETS)}, not '{lo.preset}'")
         for name in ("l1", "stft", "stft_sc", "stft_mag", "adversarial", "feature_matching"):
             _check(getattr(lo, name) >= 0, f"loss.{name} must be >= 0, not {getattr(lo, name)}")
+        _check(lo.divergence in DIVERGENCES,
+               f"loss.divergence must be one of {', '.join(DIVERGENCES)}, not '{lo.divergence}'")
+        _check(0 <= lo.discriminative < 1, f"loss.discriminative must be in [0, 1), not {lo.discriminative}")
         _check(lo.stft_sc_floor > 0 and lo.stft_log_floor > 0, "loss.stft_sc_floor and loss.stft_log_floor must be > 0")
         _check(lo.l1 > 0 or (lo.preset != "l1" and lo.stft > 0), "the loss weights switch every term off")
         _check_resolutions(lo.stft_resolutions, "loss.stft_resolutions")
@@ -274,6 +288,7 @@ class Config:
         _check(ft.lr > 0, "finetune.lr must be positive")
         _check(ft.freeze_encoder >= 0, "finetune.freeze_encoder must be >= 0")
         _check(t.steps >= 1, f"train.steps must be >= 1, not {t.steps}")
+        _check(t.minutes >= 0, f"train.minutes must be >= 0 (0 = train for train.steps), not {t.minutes}")
         _check(t.batch_size >= 1, f"train.batch_size must be >= 1, not {t.batch_size}")
         _check(t.checkpoint_every >= 1, f"train.checkpoint_every must be >= 1, not {t.checkpoint_every}")
         _check(t.valid_every >= 1, f"train.valid_every must be >= 1, not {t.valid_every}")
@@ -312,6 +327,8 @@ class Config:
             "segment": self.data.segment,
         }
         if m.architecture != "hdemucs":
+            if _own_format(m.architecture):  # its paper's rate / channels unless model.extra says otherwise;
+                del common["audio_channels"], common["samplerate"]  # the trainer reads the data at them
             return {**common, **m.extra}
         args: dict[str, Any] = {
             **common,
@@ -393,6 +410,18 @@ def _architecture_names() -> list[str]:
     from stemgui.models.architectures import architecture_names
 
     return [name for name in architecture_names() if name != "bag"]
+
+
+def _own_format(architecture: str) -> bool:
+    """Whether the architecture runs at its own sample rate / channels (class attribute `own_format`: DRNN's
+    16 kHz mono, the U-Net's 8192 Hz mono) rather than at data.samplerate / data.channels."""
+    from stemgui.errors import ModelError
+    from stemgui.models.architectures import get_class
+
+    try:
+        return bool(getattr(get_class(architecture), "own_format", False))
+    except ModelError:
+        return False
 
 
 def _check(ok: bool, message: str) -> None:

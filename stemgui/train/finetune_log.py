@@ -2,8 +2,10 @@
 
 Qt-free so it is tested on its own: the fine-tune panel polls `LogTail.read()` from a timer and feeds the records
 to `TrainingHistory`, whose series the plots show. Record keys are the trainer's (stemgui.train.trainer):
-events `start`, `train` (step, l1, stft, adv, fm, loss, d_loss, steps_per_s, samples_per_s, eta_s), `valid`
-(valid_sdr per source, valid_sdr_mean), `checkpoint`, `stopped`, `end`.
+events `start` (steps, minutes when a time budget is set), `train` (step, l1, stft, adv, fm, loss, d_loss,
+steps_per_s, samples_per_s, eta_s; logged from the first step on), `budget` (the step count a time budget was
+turned into, from the speed of the first steps), `valid` (valid_sdr per source, valid_sdr_mean), `checkpoint`,
+`stopped`, `end`.
 """
 
 from __future__ import annotations
@@ -114,6 +116,7 @@ class TrainingHistory:
         self.samples_per_s: float | None = None
         self.eta_s: float | None = None
         self.checkpoint_step: int | None = None
+        self.budget_minutes: float | None = None  # "train for about N minutes": set while the steps are not known
         self.status = "idle"  # idle, running, stopped, finished
         self.sources: list[str] = []
         self.device = ""
@@ -140,6 +143,12 @@ class TrainingHistory:
             self.device = str(record.get("device") or "")
             self.status = "running"
             self.eta_s = None
+            self.budget_minutes = _number(record.get("minutes")) or None
+        elif event == "budget":
+            total = record.get("steps")
+            if isinstance(total, int) and not isinstance(total, bool):
+                self.total_steps = total
+            self.budget_minutes = None
         elif event == "train":
             self.step = step
             for key, series in [*self.generator.items(), *self.discriminator.items()]:
@@ -175,18 +184,25 @@ class TrainingHistory:
         yield from self.validation.values()
 
     @property
+    def steps_known(self) -> bool:
+        """Whether `total_steps` is the run's real end (a time budget turns into steps after the first steps)."""
+        return bool(self.total_steps) and self.budget_minutes is None
+
+    @property
     def latest_sdr(self) -> float | None:
         series = self.validation.get(MEAN_KEY)
         return series.values[-1] if series else None
 
     def status_line(self) -> str:
         """Step counter, throughput and ETA in one line, e.g. 'Step 120 / 1,000 · 2.3 steps/s · ETA 6 min'."""
-        parts = [f"Step {self.step:,}" + (f" / {self.total_steps:,}" if self.total_steps else "")]
+        parts = [f"Step {self.step:,}" + (f" / {self.total_steps:,}" if self.steps_known else "")]
         if self.steps_per_s:
             rate = f"{self.steps_per_s:.2f} steps/s" if self.steps_per_s < 10 else f"{self.steps_per_s:.0f} steps/s"
             if self.samples_per_s:
                 rate += f" ({self.samples_per_s:.1f} segments/s)"
             parts.append(rate)
+        if self.budget_minutes is not None and self.status == "running":
+            parts.append(f"measuring the speed for a {self.budget_minutes:g}-minute run")
         if self.status == "running" and self.eta_s is not None:
             parts.append(f"ETA {format_duration(self.eta_s)}")
         if self.latest_sdr is not None:

@@ -21,10 +21,17 @@ from pathlib import Path
 from typing import Any
 
 from stemgui.atomic import atomic_write_text
-from stemgui.errors import ModelError, StemGUIError
+from stemgui.errors import ConfigError, ModelError, StemGUIError
 from stemgui.paths import user_data_dir
 
 PRESETS = {"l1": "L1", "l1+stft": "L1 + MR-STFT", "l1+stft+gan": "L1 + MR-STFT + GAN"}
+# the size fields the panel offers for a model trained from scratch, per architecture, with their defaults
+MODEL_FIELDS: dict[str, dict[str, int]] = {
+    "hdemucs": {"channels": 48, "depth": 6, "nfft": 4096},
+    "htdemucs": {"channels": 48, "depth": 4, "nfft": 4096},
+    "demucs": {"channels": 64, "depth": 6},
+}
+MINUTES_STEP_CAP = 1_000_000  # "train for about N minutes": the trainer fixes the real count from its speed
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
@@ -88,13 +95,19 @@ class TrainRequest:
 
     dataset: str
     name: str
-    base_model: str = ""  # model file to fine-tune; "" trains from scratch
+    base_model: str = ""  # model file to fine-tune (`path:K`: member K of a bag); "" trains from scratch
+    architecture: str = "hdemucs"  # from scratch only: the architecture and its size fields (MODEL_FIELDS)
+    channels: int = 48
+    depth: int = 6
+    nfft: int = 4096
+    model_extra: str = ""  # from scratch: further constructor arguments, `key = value, ...` (TOML)
     preset: str = "l1+stft+gan"
     l1: float = 1.0
     stft: float = 0.01
     adversarial: float = 0.01
     feature_matching: float = 0.02
     steps: int = 1000
+    minutes: float = 0.0  # > 0: train for about this long (steps follow from the first steps' speed)
     segment: float = 4.0
     batch_size: int = 4
     lr: float = 5e-5
@@ -109,23 +122,55 @@ class TrainRequest:
     spectral_norm: bool = False
     extra: list[str] = field(default_factory=list)  # further `stemgui train` options (advanced, tests)
 
+    def model_fields(self) -> dict[str, int]:
+        """The size fields of `architecture` (from scratch) with this request's values."""
+        return {key: int(getattr(self, key)) for key in MODEL_FIELDS.get(self.architecture, {})}
+
+    def extra_settings(self) -> dict[str, Any]:
+        """`model_extra` as a dict (ConfigError naming the text when it is not `key = value, ...`)."""
+        return parse_settings(self.model_extra)
+
+    def _extra_table(self) -> dict[str, Any]:
+        """What goes into `model.extra`: the size fields (except HDemucs's, which have options) and the rest."""
+        fields = {} if self.architecture == "hdemucs" else self.model_fields()
+        return {**fields, **self.extra_settings()}
+
+    def scratch_model(self) -> tuple[str, dict]:
+        """(architecture, constructor arguments without sources) of the model trained from scratch, exactly as
+        `stemgui train` builds it from `arguments()`."""
+        from stemgui.train.config import Config
+
+        cfg = Config()
+        cfg.set("model.architecture", self.architecture)
+        cfg.set("data.segment", float(self.segment))
+        if self.architecture == "hdemucs":
+            for key, value in self.model_fields().items():
+                cfg.set(f"model.{key}", value)
+        cfg.set("model.extra", self._extra_table())
+        return cfg.model.architecture, cfg.generator_args()
+
     def arguments(self, paths: RunPaths) -> list[str]:
         """The options after `stemgui` (starting with `train`), fresh start (no --resume)."""
         if self.preset not in PRESETS:
             raise ValueError(f"unknown preset {self.preset!r}")
-        steps = max(1, int(self.steps))
-        every = self.checkpoint_every or max(1, min(500, steps // 10))
-        valid = self.valid_every or max(1, min(1000, steps // 10))
-        log_every = self.log_every or max(1, min(10, steps // 200))
+        timed = self.minutes > 0
+        steps = MINUTES_STEP_CAP if timed else max(1, int(self.steps))
+        # a timed run does not know its steps yet: checkpoints, validation and log lines at fixed intervals
+        every = self.checkpoint_every or (100 if timed else max(1, min(500, steps // 10)))
+        valid = self.valid_every or (250 if timed else max(1, min(1000, steps // 10)))
+        log_every = self.log_every or (5 if timed else max(1, min(10, steps // 200)))
         device = "cuda" if self.gpus > 1 else self.device
         args = ["train", "--dataset", str(self.dataset), "--preset", self.preset, "--steps", str(steps),
                 "--segment", f"{self.segment:g}", "--batch-size", str(self.batch_size),
                 "--out", str(paths.model), "--run-dir", str(paths.checkpoints), "--log", str(paths.log),
                 "--device", device, "--checkpoint-every", str(every), "--valid-every", str(valid),
                 "--no-progress", "--set", f"train.log_every={log_every}", "--set", f"loss.l1={self.l1:g}"]
+        if timed:
+            args += ["--minutes", f"{self.minutes:g}"]
         if self.preset != "l1":
             args += ["--set", f"loss.stft={self.stft:g}"]
         if self.preset == "l1+stft+gan":
+            # auto: a fifth of the steps, at most 1000 (a timed run: the trainer cuts 1000 to a fifth)
             warmup = self.d_warmup_steps if self.d_warmup_steps >= 0 else min(1000, steps // 5)
             args += ["--set", f"loss.adversarial={self.adversarial:g}",
                      "--set", f"loss.feature_matching={self.feature_matching:g}",
@@ -136,8 +181,47 @@ class TrainRequest:
         if self.base_model:
             args += ["--base-model", str(self.base_model), "--finetune-lr", f"{self.lr:g}"]
         else:
-            args += ["--lr", f"{self.lr:g}"]
+            args += ["--lr", f"{self.lr:g}", "--architecture", self.architecture]
+            if self.architecture == "hdemucs":
+                names = {"channels": "--model-channels", "depth": "--depth", "nfft": "--nfft"}
+                for key, value in self.model_fields().items():
+                    args += [names[key], str(value)]
+            try:
+                table = self._extra_table()
+            except StemGUIError as exc:
+                raise ValueError(str(exc)) from None
+            if table:
+                args += ["--set", f"model.extra={{{format_settings(table)}}}"]
         return args + list(self.extra)
+
+
+def parse_settings(text: str) -> dict[str, Any]:
+    """`channels = 8, t_layers = 2, output = "direct"` (a TOML inline table without braces) -> a dict."""
+    import tomllib
+
+    text = text.strip().strip("{}").strip()
+    if not text:
+        return {}
+    try:
+        return dict(tomllib.loads(f"v = {{{text}}}")["v"])
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"other settings '{text}': write them as key = value, ... ({exc})") from None
+
+
+def format_settings(values: dict[str, Any]) -> str:
+    """The inverse of `parse_settings` (TOML values: strings quoted, true/false, lists)."""
+    def value(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, str):
+            return json.dumps(v)
+        if isinstance(v, (list, tuple)):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        if isinstance(v, dict):
+            return "{" + format_settings(v) + "}"
+        return repr(v)
+
+    return ", ".join(f"{key} = {value(v)}" for key, v in values.items())
 
 
 def launch_command(arguments: list[str], gpus: int = 1) -> tuple[str, list[str]]:
@@ -151,11 +235,15 @@ def launch_command(arguments: list[str], gpus: int = 1) -> tuple[str, list[str]]
     return sys.executable, ["-m", "stemgui", *arguments]
 
 
-def resume_arguments(arguments: list[str], steps: int | None = None) -> list[str]:
+def resume_arguments(arguments: list[str], steps: int | None = None, minutes: float | None = None) -> list[str]:
     """The saved arguments with --resume and, when given, a new total of `steps`: more trains longer; not more
-    than the checkpoint's step ends the run at once and writes the model (the trainer's rule)."""
+    than the checkpoint's step ends the run at once and writes the model (the trainer's rule). A timed run
+    (`--minutes`) resumes for about `minutes` more (its step cap stays)."""
     args = [a for a in arguments if a != "--resume"]
-    if steps is not None and "--steps" in args:
+    if "--minutes" in args:
+        if minutes is not None and minutes > 0:
+            args[args.index("--minutes") + 1] = f"{minutes:g}"
+    elif steps is not None and "--steps" in args:
         args[args.index("--steps") + 1] = str(int(steps))
     return args + ["--resume"]
 
@@ -337,3 +425,49 @@ def export_latest_checkpoint(paths: RunPaths) -> Path:
     folder = paths.root / "from-checkpoint"
     folder.mkdir(parents=True, exist_ok=True)
     return save_model(model, folder / paths.model.name, card)
+
+
+# ----------------------------------------------------------------------------------------------- model checks
+def model_check_message(spec: dict[str, Any]) -> str:
+    """The one-line reason the model `spec` describes cannot run, "" when its dry run passes.
+
+    `spec`: architecture, sources, args, segment, where (`stemgui.models.check.check_model_config`'s arguments)
+    and error (a reason known without building, e.g. an unreadable card)."""
+    from stemgui.models.check import check_model_config
+
+    if spec.get("error"):
+        return str(spec["error"])
+    where = str(spec.get("where") or "[model]")
+    try:
+        check_model_config(str(spec["architecture"]), list(spec["sources"]), dict(spec["args"]),
+                           segment=spec.get("segment"), where=where)
+    except StemGUIError as exc:
+        return str(exc)
+    except Exception as exc:  # noqa: BLE001 - a check must never take its caller down
+        return f"{where} cannot be checked ({type(exc).__name__}: {exc})"
+    return ""
+
+
+MODEL_CHECK_SERVER = "from stemgui.train.finetune_runs import serve_model_checks; serve_model_checks()"
+
+
+def serve_model_checks(requests=None, replies=None) -> None:
+    """The Fine-tune dock's model-check process: JSON lines `{"key", "spec"}` in, `{"key", "message"}` out.
+
+    Checks run in their own process, so building and dry-running a big model never holds the app's GIL (no
+    event-loop stall) and a crash there cannot take the window down. One torch thread: it is a small job."""
+    import torch
+
+    torch.set_num_threads(1)
+    requests = requests if requests is not None else sys.stdin
+    replies = replies if replies is not None else sys.stdout
+    for line in requests:
+        if not line.strip():
+            continue
+        try:
+            request = json.loads(line)
+            key, message = str(request["key"]), model_check_message(dict(request["spec"]))
+        except (ValueError, KeyError, TypeError) as exc:
+            key, message = "", f"[model] bad check request ({exc})"
+        replies.write(json.dumps({"key": key, "message": message}) + "\n")
+        replies.flush()

@@ -182,6 +182,11 @@ class Trainer:
                               f"the dataset gives {self.sources}")
         self.G, self.finetune_note = build_generator(cfg, self.sources)
         self.G.to(self.device)
+        model_format = (int(getattr(self.G, "samplerate", cfg.data.samplerate)),
+                        int(getattr(self.G, "audio_channels", cfg.data.channels)))
+        if model_format != (cfg.data.samplerate, cfg.data.channels):  # e.g. DRNN's 16 kHz mono: the data are
+            log.info("reading the data at the model's %d Hz, %d channel(s)", *model_format)  # converted on the fly
+            cfg.data.samplerate, cfg.data.channels = model_format
         log.info("training %s (%s, sources %s) on %s", self.out.name, getattr(self.G, "architecture", "?"),
                  ", ".join(self.sources), self.device)
         self.D = None
@@ -191,7 +196,8 @@ class Trainer:
             self.D = SourceDiscriminators(self.sources, **cfg.discriminator_args()).to(self.device)
         o = cfg.optim
         g_params = [p for p in self.G.parameters() if p.requires_grad]
-        self.opt_g = torch.optim.AdamW(g_params, lr=cfg.base_lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
+        self.opt_g = (torch.optim.AdamW(g_params, lr=cfg.base_lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
+                      if g_params else None)  # None: a model trained by fitting (NMF), not by gradient steps
         self.opt_d = None
         if self.D is not None:
             self.opt_d = torch.optim.AdamW(self.D.parameters(), lr=o.d_lr, betas=tuple(o.d_betas),
@@ -199,7 +205,7 @@ class Trainer:
         self.amp = amp_dtype(o.amp, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == torch.float16)
         self.ema = EMA(self.G, o.ema_decay) if o.ema_decay > 0 else None
-        self.objective = GeneratorObjective(cfg.loss, cfg.use_stft)
+        self.objective = GeneratorObjective(cfg.loss, cfg.use_stft, getattr(self.G, "spec_params", None))
 
         self.step = 0
         self.wall_time = 0.0
@@ -223,7 +229,7 @@ class Trainer:
             "sources": self.sources,
             "g": self.G.state_dict(),
             "d": self.D.state_dict() if self.D is not None else None,
-            "opt_g": self.opt_g.state_dict(),
+            "opt_g": self.opt_g.state_dict() if self.opt_g is not None else None,
             "opt_d": self.opt_d.state_dict() if self.opt_d is not None else None,
             "scaler": self.scaler.state_dict(),
             "ema": self.ema.state_dict() if self.ema is not None else None,
@@ -246,7 +252,8 @@ class Trainer:
             if state.get("d") is None:
                 raise ConfigError("the checkpoint has no discriminator; resume with the preset it was started with")
             self.D.load_state_dict(state["d"])
-        self.opt_g.load_state_dict(state["opt_g"])
+        if self.opt_g is not None:
+            self.opt_g.load_state_dict(state["opt_g"])
         if self.opt_d is not None and state.get("opt_d") is not None:
             self.opt_d.load_state_dict(state["opt_d"])
         if state.get("scaler"):
@@ -435,11 +442,64 @@ class Trainer:
                              finetune=self.finetune_note, train_tracks=len(self.train_tracks),
                              valid_tracks=len(self.valid_tracks), wall_time_s=self.wall_time,
                              world_size=self.env.world_size, device=str(self.device), stopped_early=stopped)
+        if getattr(model, "paper", None):
+            card["paper"] = model.paper
+        paper_args = getattr(model, "paper_args", None) or {}
+        here = dict(getattr(model, "init_kwargs", {}) or {})
+        differs = {key: {"paper": value, "here": here.get(key)} for key, value in paper_args.items()
+                   if key in here and here[key] != value}
+        if paper_args:  # what was shrunk or changed against the paper's settings
+            card["paper_settings"] = {"same": sorted(set(paper_args) - set(differs)), "differs": differs}
+        if self.cfg.loss.preset == "drnn":
+            card["training"]["losses"].update(divergence=self.cfg.loss.divergence,
+                                              discriminative=self.cfg.loss.discriminative)
         return save_model(model, self.out, card)
 
+    def _apply_budget(self, budget: "TimeBudget", now: float) -> None:
+        """train.minutes: once the first steps are measured, fix train.steps to what fits in the time left."""
+        t, d = self.cfg.train, self.cfg.discriminator
+        ready = any_rank(budget.calibrated(self.step, now), self.env)
+        if not ready:
+            return
+        steps = budget.total_steps(self.step, now, cap=t.steps)
+        if self.env.enabled:  # every rank ends at rank 0's count
+            value = torch.tensor([steps], dtype=torch.int64,
+                                 device=self.device if self.device.type == "cuda" else "cpu")
+            torch.distributed.broadcast(value, 0)
+            steps = int(value.item())
+        t.steps, budget.pending = steps, False
+        t.minutes = 0.0  # the checkpoints keep the fixed plan
+        if d.d_warmup_steps > steps // 5:  # the adversarial part must run in the budget too
+            d.d_warmup_steps = steps // 5
+        self._log({"event": "budget", "step": self.step, "steps": steps, "minutes": budget.minutes,
+                   "steps_per_s": round(budget.rate(self.step, now), 4), "d_warmup_steps": d.d_warmup_steps})
+
     # -------------------------------------------------------------------------------------------- loop
+    def fit(self) -> TrainResult:
+        """A model trained by fitting (`trained_by_fitting`: NMF's dictionary learning) instead of gradient steps:
+        `model.fit` on the train.steps x train.batch_size segments the loop would have read, then the same
+        validation, checkpoint and card."""
+        t = self.cfg.train
+        started = time.perf_counter()
+        dataset = SegmentDataset(self.train_tracks, self.sources, self.cfg, length=t.steps * t.batch_size)
+        stems = torch.stack([dataset[index][1] for index in range(len(dataset))])
+        history = self.G.fit(stems.to(self.device))
+        if self.ema is not None:
+            self.ema.load_state_dict(self.G.state_dict())
+        self.step = t.steps
+        self.wall_time += time.perf_counter() - started
+        self._log({"event": "fit", "step": self.step, "segments": len(dataset), "wall_time_s": round(self.wall_time, 2),
+                   "divergence": {name: values[-1] for name, values in history.items()}})
+        self._validate_and_log()
+        self.save_checkpoint()
+        out = self.export()
+        self._log({"event": "end", "step": self.step, "out": str(out) if out else None, **self.metrics})
+        return TrainResult(out, self.run_dir, self.step, self.metrics)
+
     def run(self) -> TrainResult:
         cfg, t = self.cfg, self.cfg.train
+        if getattr(self.G, "trained_by_fitting", False) and self.step < t.steps:
+            return self.fit()
         if self.step >= t.steps:
             self._log({"event": "end", "step": self.step, "note": "already at train.steps"})
             out = self.export()
@@ -455,7 +515,8 @@ class Trainer:
         self._log({"event": "start", "step": self.step, "steps": t.steps, "resumed_from": str(self.resumed_from)
                    if self.resumed_from else None, "sources": self.sources, "device": str(self.device),
                    "world_size": self.env.world_size, "train_tracks": len(self.train_tracks),
-                   "valid_tracks": len(self.valid_tracks), "preset": cfg.loss.preset})
+                   "valid_tracks": len(self.valid_tracks), "preset": cfg.loss.preset,
+                   "minutes": t.minutes or None})
         progress = None
         if self.env.is_main and t.progress:
             from tqdm import tqdm
@@ -465,6 +526,7 @@ class Trainer:
         window_start = time.perf_counter()
         window_steps = 0
         last = time.perf_counter()
+        budget = TimeBudget(t.minutes, self.step, window_start)
         with StopRequest() as stop:
             try:
                 for mix, stems in loader:
@@ -473,17 +535,20 @@ class Trainer:
                     self.wall_time += now - last
                     last = now
                     window_steps += 1
+                    if budget.pending:
+                        self._apply_budget(budget, now)
                     if self.on_step is not None:
                         self.on_step(self.step, record)
                     if progress is not None:
                         progress.update(1)
                         progress.set_postfix(loss=f"{record['loss']:.4f}", refresh=False)
-                    if self.step % t.log_every == 0 or self.step == t.steps:
+                    if self.step % t.log_every == 0 or self.step == t.steps or self.step == budget.first_step + 1:
                         elapsed = now - window_start
                         rate = window_steps / elapsed if elapsed > 0 else 0.0
+                        eta = budget.left(now) if budget.pending else (t.steps - self.step) / rate if rate else None
                         self._log({"event": "train", "step": self.step, **{k: round(v, 6) for k, v in record.items()},
                                    "steps_per_s": round(rate, 4), "samples_per_s": round(rate * t.batch_size, 3),
-                                   "eta_s": round((t.steps - self.step) / rate, 1) if rate else None,
+                                   "eta_s": round(eta, 1) if eta is not None else None,
                                    "wall_time_s": round(self.wall_time, 2), "skipped_total": self.skipped})
                         window_start, window_steps = now, 0
                     if self.step % t.valid_every == 0 or self.step == t.steps:
@@ -494,6 +559,8 @@ class Trainer:
                     if self.step % t.checkpoint_every == 0 and self.step != t.steps:
                         self.save_checkpoint()
                         last = time.perf_counter()
+                    if self.step >= t.steps:  # a time budget can end the run before the sampler does
+                        break
             finally:
                 if progress is not None:
                     progress.close()
@@ -505,6 +572,35 @@ class Trainer:
             raise Cancelled(f"training stopped at step {self.step}/{t.steps}: checkpoint saved in {self.run_dir}, "
                             f"model written to {self.out}; continue with --resume")
         return TrainResult(out, self.run_dir, self.step, self.metrics, stopped)
+
+
+class TimeBudget:
+    """`train.minutes` as steps: the speed of this session's first steps (at least CALIBRATION_STEPS of them and
+    CALIBRATION_S seconds, loading included) sets how many more fit in the minutes left."""
+
+    CALIBRATION_STEPS = 3
+    CALIBRATION_S = 10.0
+
+    def __init__(self, minutes: float, first_step: int, start: float) -> None:
+        self.minutes = float(minutes or 0.0)
+        self.pending = self.minutes > 0
+        self.first_step = first_step
+        self.start = start
+
+    def left(self, now: float) -> float:
+        return max(0.0, self.minutes * 60 - (now - self.start))
+
+    def rate(self, step: int, now: float) -> float:
+        return (step - self.first_step) / max(now - self.start, 1e-9)
+
+    def calibrated(self, step: int, now: float) -> bool:
+        done = step - self.first_step
+        return done >= 1 and (now - self.start >= self.minutes * 60
+                              or (done >= self.CALIBRATION_STEPS and now - self.start >= self.CALIBRATION_S))
+
+    def total_steps(self, step: int, now: float, cap: int) -> int:
+        """The step to end at: now plus what the measured rate fits in the time left, at most `cap`."""
+        return max(step, min(int(cap), step + int(self.left(now) * self.rate(step, now))))
 
 
 def _ignore_stop_signals(worker_id: int) -> None:
