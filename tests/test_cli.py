@@ -232,3 +232,121 @@ def test_without_a_display_the_app_separates_on_the_command_line(song, tmp_path,
     assert "no display found" in capsys.readouterr().err
     assert leftovers(tmp_path / "separated" / "my song") == ["bass.wav", "drums.wav", "other.wav",
                                                              "separation.json", "vocals.wav"]
+
+
+@pytest.mark.parametrize("rate,channels,subtype,shifts", [(48000, 2, "PCM_24", 2), (22050, 1, "PCM_16", 0),
+                                                           (44100, 6, "FLOAT", 1), (44100, 2, "PCM_16", 2)])
+def test_streamed_cli_equals_the_whole_waveform_path(tmp_path, tiny_model_path, rate, channels, subtype, shifts):
+    """The CLI decodes, resamples and separates as a stream: the stems equal load -> separate -> resample."""
+    import warnings
+
+    from stemgui.audio import load_audio, resample
+    from stemgui.separate import SeparationSettings, Separator
+
+    rng = np.random.default_rng(rate + channels)
+    song = tmp_path / f"s{rate}.flac" if subtype != "FLOAT" else tmp_path / f"s{rate}.wav"
+    sf.write(song, (0.2 * rng.standard_normal((int(rate * 5.3), channels))).astype(np.float32), rate,
+             subtype=subtype)
+    out = tmp_path / "out"
+    assert run_cli("separate", song, "-o", out, "--model", tiny_model_path, "--bit-depth", "32",
+                   "--shifts", str(shifts), "--segment", "1", "--two-stems", "vocals") == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        wav, _ = load_audio(song, samplerate=SR, channels=2)
+    sep = Separator.from_path(tiny_model_path, SeparationSettings(device="cpu", shifts=shifts, segment=1.0))
+    stems = sep.separate(wav)
+    vocals = resample(stems[3], SR, rate)
+    no_vocals = resample(wav - stems[3], SR, rate)
+    for name, expected in (("vocals", vocals), ("no_vocals", no_vocals)):
+        got, got_rate = sf.read(out / song.stem / f"{name}.wav", dtype="float32", always_2d=True)
+        assert got_rate == rate and got.shape == (expected.shape[1], 2)
+        np.testing.assert_allclose(got.T, expected, atol=1e-6, rtol=0)
+
+
+def _hot_song(tmp_path: Path, gain: float = 30.0) -> Path:
+    """A float wav whose samples go far beyond full scale (legitimate in float, lost if clipped)."""
+    rng = np.random.default_rng(11)
+    t = np.arange(int(SR * 2.2)) / SR
+    wav = gain * (0.3 * np.sin(2 * np.pi * 110 * t)[:, None] + 0.1 * rng.standard_normal((len(t), 2)))
+    path = tmp_path / "hot.wav"
+    sf.write(path, wav.astype(np.float32), SR, subtype="FLOAT")
+    return path
+
+
+def _warnings(err: str) -> list[str]:
+    return [line for line in err.splitlines() if line.startswith("stemgui: warning") or "Warning" in line]
+
+
+def test_float_input_gives_float_stems_without_clipping(tmp_path, tiny_model_path, capsys):
+    song = _hot_song(tmp_path)
+    out = tmp_path / "out"
+    assert run_cli("separate", song, "-o", out, "--model", tiny_model_path) == 0
+    assert _warnings(capsys.readouterr().err) == []
+    folder = out / "hot"
+    assert sf.info(folder / "vocals.wav").subtype == "FLOAT"
+    peaks = [np.abs(sf.read(folder / f"{n}.wav", dtype="float32")[0]).max() for n in ("drums", "bass", "other",
+                                                                                       "vocals")]
+    assert max(peaks) > 1.0  # kept, not clipped
+    clip = json.loads((folder / "separation.json").read_text())["clip"]
+    assert clip["mode"] == "none" and clip["factor"] == 1.0 and clip["peak"] == pytest.approx(max(peaks), rel=1e-5)
+
+
+def test_integer_output_is_rescaled_by_one_recorded_factor(tmp_path, tiny_model_path, capsys):
+    song = _hot_song(tmp_path)
+    assert run_cli("separate", song, "-o", tmp_path / "f", "--model", tiny_model_path) == 0
+    assert run_cli("separate", song, "-o", tmp_path / "i", "--model", tiny_model_path, "--format", "flac") == 0
+    err = capsys.readouterr().err
+    lines = _warnings(err)
+    assert len(lines) == 1 and lines[0].startswith(f"stemgui: warning: {song}: the stems peak at "), err
+    assert "scaled by" in lines[0] and "UserWarning" not in err
+    clip = json.loads((tmp_path / "i" / "hot" / "separation.json").read_text())["clip"]
+    assert clip["mode"] == "rescale" and clip["output"] == "16-bit flac"
+    assert clip["factor"] == pytest.approx(0.99 / clip["peak"]) and clip["peak"] > 1.0
+    for name in ("drums", "bass", "other", "vocals"):
+        full, _ = sf.read(tmp_path / "f" / "hot" / f"{name}.wav", dtype="float32")
+        fit, _ = sf.read(tmp_path / "i" / "hot" / f"{name}.flac", dtype="float32")
+        assert np.abs(fit).max() <= 0.99 + 1e-4
+        np.testing.assert_allclose(fit, full * clip["factor"], atol=1.5 / 32768)
+
+
+def test_clamp_cuts_peaks_with_one_warning(tmp_path, tiny_model_path, capsys):
+    song = _hot_song(tmp_path)
+    assert run_cli("separate", song, "-o", tmp_path / "c", "--model", tiny_model_path, "--bit-depth", "24",
+                   "--clip", "clamp") == 0
+    lines = _warnings(capsys.readouterr().err)
+    assert len(lines) == 1 and "clamped" in lines[0] and str(song) in lines[0]
+    clip = json.loads((tmp_path / "c" / "hot" / "separation.json").read_text())["clip"]
+    assert clip["mode"] == "clamp" and clip["factor"] == 1.0 and clip["output"] == "24-bit wav"
+    data, _ = sf.read(tmp_path / "c" / "hot" / "vocals.wav", dtype="float32")
+    assert np.abs(data).max() <= 1.0
+
+
+def test_quiet_integer_song_is_written_unchanged(song, tmp_path, tiny_model_path, capsys):
+    quiet = tmp_path / "quiet.wav"
+    sf.write(quiet, sf.read(song, dtype="float32")[0], SR, subtype="PCM_16")
+    assert run_cli("separate", quiet, "-o", tmp_path / "o", "--model", tiny_model_path) == 0
+    assert _warnings(capsys.readouterr().err) == []
+    sidecar = json.loads((tmp_path / "o" / "quiet" / "separation.json").read_text())
+    assert sidecar["clip"]["factor"] == 1.0 and sidecar["clip"]["peak"] < 1.0
+    assert sf.info(tmp_path / "o" / "quiet" / "vocals.wav").subtype == "PCM_16"
+
+
+def test_a_warning_is_one_line_naming_the_file(tmp_path, tiny_model_path, capsys):
+    six = tmp_path / "six.wav"
+    sf.write(six, (0.1 * np.random.default_rng(0).standard_normal((SR, 6))).astype(np.float32), SR)
+    assert run_cli("separate", six, "-o", tmp_path / "o", "--model", tiny_model_path) == 0
+    err = capsys.readouterr().err
+    assert _warnings(err) == [f"stemgui: warning: {six}: 6 channels downmixed to 2."], err
+
+
+def test_decoder_chatter_never_reaches_the_terminal(tmp_path, tiny_model_path, capfd):
+    """A text file named .mp3: libmpg123 would print 'Note: Illegal Audio-MPEG-Header' lines on fd 2."""
+    text = tmp_path / "notes.mp3"
+    text.write_text("these are my lyrics, not audio\n" * 50)
+    assert run_cli("separate", text, "-o", tmp_path / "o", "--model", tiny_model_path) == 1
+    assert run_cli("info", text) == 1
+    err = capfd.readouterr().err.strip().splitlines()
+    assert err == [f"stemgui: error: {text}: not a readable audio file (unknown, unsupported or corrupt format)."] * 2
+    done = subprocess.run([sys.executable, "-m", "stemgui", "info", str(text)], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 1 and done.stderr.strip().splitlines() == err[:1]

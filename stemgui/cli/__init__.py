@@ -12,10 +12,13 @@ imports the CLI.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import logging
 import os
 import sys
-from collections.abc import Iterable
+import warnings
+from collections.abc import Iterable, Iterator
 
 from stemgui import __version__
 from stemgui.errors import Cancelled, StemGUIError
@@ -23,6 +26,7 @@ from stemgui.errors import Cancelled, StemGUIError
 # command name -> module under stemgui.cli, in the order `stemgui --help` lists them
 COMMANDS: dict[str, str] = {
     "separate": "separate",
+    "remix": "remix",
     "info": "info",
     "models": "models",
     "train": "train",
@@ -75,11 +79,42 @@ def run_command(argv: list[str]) -> int:
     return int(args.func(args) or 0)
 
 
+class _OneLineHandler(logging.Handler):
+    """Log records of WARNING and above as `stemgui: warning: ...` lines on the current sys.stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = " ".join(record.getMessage().split())
+            print(f"stemgui: {record.levelname.lower()}: {text}", file=sys.stderr)
+        except Exception:  # noqa: BLE001 - logging must never raise into the caller
+            self.handleError(record)
+
+
+@contextlib.contextmanager
+def one_line_warnings() -> Iterator[None]:
+    """While a command runs: every warning (ours name the file first) and log record is one line,
+    `stemgui: warning: FILE: ...`, with no Python source line or category. Restored afterwards."""
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        print(f"stemgui: warning: {' '.join(str(message).split())}", file=sys.stderr)
+
+    handler = _OneLineHandler(logging.WARNING)
+    root = logging.getLogger()
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        root.addHandler(handler)
+        try:
+            yield
+        finally:
+            root.removeHandler(handler)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         if argv and argv[0] in COMMANDS:
-            return run_command(argv)
+            with one_line_warnings():
+                return run_command(argv)
         if argv and argv[0] in ("-h", "--help", "--version"):
             build_parser().parse_args(argv)  # prints and exits
             return 0

@@ -50,6 +50,11 @@ class Dialogs:
         path, _ = QFileDialog.getOpenFileName(self.parent, "Open a song", folder, AUDIO_FILTER)
         return path or None
 
+    def open_songs(self, folder: str = "") -> list[str]:
+        paths, _ = QFileDialog.getOpenFileNames(self.parent, "Open several songs (they are queued)", folder,
+                                                AUDIO_FILTER)
+        return list(paths)
+
     def choose_folder(self, folder: str = "") -> str | None:
         return QFileDialog.getExistingDirectory(self.parent, "Choose the output folder", folder) or None
 
@@ -66,6 +71,7 @@ class RecordingDialogs(Dialogs):
         self.messages: list[tuple[str, str, str]] = []  # (kind, title, text)
         self.confirm_answer = confirm_answer
         self.next_song: str | None = None
+        self.next_songs: list[str] = []
         self.next_export: ExportOptions | None = None
 
     def error(self, title: str, text: str) -> None:
@@ -83,6 +89,9 @@ class RecordingDialogs(Dialogs):
 
     def open_song(self, folder: str = "") -> str | None:
         return self.next_song
+
+    def open_songs(self, folder: str = "") -> list[str]:
+        return list(self.next_songs)
 
     def choose_folder(self, folder: str = "") -> str | None:
         return None

@@ -19,7 +19,7 @@ import numpy as np
 
 from stemgui.audio import AudioWriter
 from stemgui.errors import AudioError, Cancelled
-from stemgui.gui.mixer import LaneMix, lane_gains, mix
+from stemgui.mix import LaneMix, Playback, lane_gains, mix, render_mix
 
 log = logging.getLogger(__name__)
 FORMATS = ("wav", "flac", "mp3")
@@ -142,18 +142,28 @@ def export_stems(stems: np.ndarray, names: Sequence[str], samplerate: int, folde
 def export_mix(audio: np.ndarray, lanes: Sequence[LaneMix], samplerate: int, path: str | os.PathLike,
                region: tuple[int, int] | None = None, bit_depth: int | str = 24,
                progress: ProgressFn | None = None, cancel: CancelFn | None = None,
-               confirm_overwrite: ConfirmFn | None = None) -> Path:
-    """Write the mix as heard (gains, pans, mutes, solos) of audio (lanes, C, T), optionally only `region`."""
+               confirm_overwrite: ConfirmFn | None = None, playback: Playback | None = None) -> Path:
+    """Write the mix as heard (gains, pans, mutes, solos, tempo, transpose) of audio (lanes, C, T) [region].
+
+    The samples are `stemgui.mix.render_mix`'s, as `stemgui remix` writes them for the same settings.
+    """
     path = Path(path)
     _check_overwrite([path], confirm_overwrite)
     start, end = region if region is not None else (0, audio.shape[2])
     gains = lane_gains(lanes)
     if not gains.any():
         raise AudioError(f"{path}: every lane is muted, so the mix would be silent; nothing was written.")
+    playback = playback or Playback()
 
-    def step(frac: float) -> None:
+    def step(frac: float, label: str = f"Writing {path.name}", lo: float = 0.0, hi: float = 1.0) -> None:
         if progress is not None:
-            progress(frac, f"Writing {path.name}")
+            progress(lo + (hi - lo) * frac, label)
 
-    return write_audio(path, end - start, 2, samplerate,
-                       lambda a, b: mix(audio[:, :, start + a:start + b], gains), bit_depth, step, cancel)
+    if playback.is_identity:  # streamed block by block: the same samples as render_mix, without holding them
+        return write_audio(path, end - start, 2, samplerate,
+                           lambda a, b: mix(audio[:, :, start + a:start + b], gains), bit_depth, step, cancel)
+    rendered = render_mix(audio, lanes, samplerate, playback, (start, end),
+                          progress=lambda f: step(f, f"Changing tempo and key for {path.name}", 0.0, 0.8),
+                          cancel=cancel)
+    return write_audio(path, rendered.shape[1], 2, samplerate, lambda a, b: rendered[:, a:b], bit_depth,
+                       lambda f: step(f, f"Writing {path.name}", 0.8, 1.0), cancel)

@@ -10,9 +10,10 @@ import math
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QRectF, Qt, Signal
+from PySide6.QtCore import QPoint, QRectF, Qt, Signal
 from PySide6.QtGui import QColor, QLinearGradient, QPainter
 from PySide6.QtWidgets import (
+    QApplication,
     QFrame,
     QGraphicsItem,
     QHBoxLayout,
@@ -97,10 +98,13 @@ class LevelMeter(QWidget):
 
 
 class LaneViewBox(pg.ViewBox):
-    """No pan/zoom: a click seeks, a horizontal drag paints a loop region."""
+    """No pan/zoom of its own: a click seeks, a horizontal drag paints a loop region, Ctrl+wheel asks to zoom
+    around the pointer and Shift+wheel (or a horizontal wheel) to scroll; the window's TimeView decides."""
 
     clicked = Signal(float)  # seconds
     dragged = Signal(float, float, bool)  # start seconds, current seconds, finished
+    zoom_requested = Signal(float, float)  # anchor seconds, wheel notches (> 0: in)
+    scroll_requested = Signal(float)  # wheel notches (> 0: forward in time)
 
     def __init__(self):
         super().__init__(enableMouse=False, enableMenu=False)
@@ -121,6 +125,19 @@ class LaneViewBox(pg.ViewBox):
         start = float(self.mapSceneToView(ev.buttonDownScenePos()).x())
         now = float(self.mapSceneToView(ev.scenePos()).x())
         self.dragged.emit(start, now, bool(ev.isFinish()))
+
+    def wheelEvent(self, ev, axis=None) -> None:  # noqa: N802 - pyqtgraph API
+        delta = ev.delta() if hasattr(ev, "delta") else ev.angleDelta().y()
+        horizontal = ev.orientation() == Qt.Orientation.Horizontal if hasattr(ev, "orientation") else False
+        mods = ev.modifiers()
+        if mods & Qt.KeyboardModifier.ControlModifier:
+            ev.accept()
+            self.zoom_requested.emit(float(self.mapSceneToView(ev.scenePos()).x()), delta / 120.0)
+        elif mods & Qt.KeyboardModifier.ShiftModifier or horizontal:
+            ev.accept()
+            self.scroll_requested.emit(-delta / 120.0)
+        else:
+            ev.ignore()  # a plain wheel scrolls the lanes up and down
 
 
 class FrequencyAxis(pg.AxisItem):
@@ -147,7 +164,11 @@ class Lane(QFrame):
     mix_changed = Signal(int, object)  # lane index, LaneMix
     seek_requested = Signal(float)  # seconds
     loop_requested = Signal(float, float, bool)  # start, end seconds, drag finished
-    activated = Signal(int)  # the lane was clicked: it becomes the focused lane for M/S keys
+    activated = Signal(int)  # the lane was clicked or got keyboard focus: it is the focused lane for M/S keys
+    tab_requested = Signal(int, bool)  # lane index, forward: Tab / Shift+Tab move between lanes
+    zoom_requested = Signal(float, float)  # anchor seconds, wheel notches
+    scroll_requested = Signal(float)  # wheel notches
+    drag_out_requested = Signal(int)  # the stem was dragged out of the lane's header (to a file manager or a DAW)
 
     def __init__(self, index: int, name: str, layout: SpectrogramLayout, mix: LaneMix | None = None,
                  show_time_axis: bool = False, parent=None):
@@ -160,8 +181,10 @@ class Lane(QFrame):
         self._updating = False
         self.setObjectName("lane")
         self.setFrameShape(QFrame.StyledPanel)
-        self.setFocusPolicy(Qt.ClickFocus)
-        self.setMinimumHeight(118 if show_time_axis else 96)
+        self.setFocusPolicy(Qt.StrongFocus)
+        self.setMinimumHeight(110 if show_time_axis else 86)
+        self._press: QPoint | None = None
+        self.waveform_visible = False
         self._build(show_time_axis)
         self.set_mix(self._mix)
         self.set_focused(False)
@@ -188,6 +211,9 @@ class Lane(QFrame):
         self.title = QLabel(self.name.capitalize() if self.name != "mix" else "Original mix")
         self.title.setObjectName("laneTitle")
         self.title.setStyleSheet(f"color: {self.colour.name()};")
+        if self.name != "mix":
+            self.title.setToolTip("Drag the name out to a file manager or a DAW to get this stem as a file")
+            self.title.setCursor(Qt.OpenHandCursor)
         top.addWidget(self.title, 1)
         self.mute_button = self._toggle("M", "Mute this lane (M)", "mute")
         self.solo_button = self._toggle("S", "Solo this lane (S): only soloed lanes sound", "solo")
@@ -237,6 +263,7 @@ class Lane(QFrame):
         self.plot.setBackground("#0e1016")
         self.plot.hideButtons()
         self.plot.setMenuEnabled(False)
+        self.plot.setFocusPolicy(Qt.NoFocus)  # the lane takes the keyboard focus (Tab, M / S), not its plot
         if not show_time_axis:
             self.plot.hideAxis("bottom")
         self.plot.getPlotItem().setContentsMargins(0, 4, 0, 2)
@@ -245,6 +272,15 @@ class Lane(QFrame):
         self.image.setColorMap(colour_map(self.colour))
         self.image.setCacheMode(QGraphicsItem.DeviceCoordinateCache)  # playhead moves blit, not re-render
         self.view.addItem(self.image)
+        # when zoomed in: the visible range again at one column per pixel, over the whole-song image
+        self.detail = pg.ImageItem(axisOrder="row-major")
+        self.detail.setColorMap(colour_map(self.colour))
+        self.detail.setCacheMode(QGraphicsItem.DeviceCoordinateCache)
+        self.detail.setZValue(1)
+        self.detail.hide()
+        self.view.addItem(self.detail)
+        self.detail_columns_done = 0
+        self.detail_layout: SpectrogramLayout | None = None
         self.loop_region = pg.LinearRegionItem(values=(0, 0), movable=False,
                                                brush=pg.mkBrush(255, 255, 255, 38),
                                                pen=pg.mkPen(255, 255, 255, 120))
@@ -259,8 +295,16 @@ class Lane(QFrame):
         self.done_line.setZValue(8)
         self.done_line.hide()
         self.view.addItem(self.done_line)
+        self.waveform = pg.PlotDataItem(pen=pg.mkPen(self.colour.lighter(130), width=1), connect="all")
+        self.waveform.setDownsampling(auto=True, method="peak")
+        self.waveform.setClipToView(True)
+        self.waveform.setZValue(3)
+        self.waveform.hide()
+        self.view.addItem(self.waveform)
         self.view.clicked.connect(self._on_click)
         self.view.dragged.connect(self._on_drag)
+        self.view.zoom_requested.connect(self.zoom_requested)
+        self.view.scroll_requested.connect(self.scroll_requested)
         row.addWidget(self.plot, 1)
         self.reset_image(self.layout_info)
 
@@ -296,6 +340,54 @@ class Lane(QFrame):
         self.view.setLimits(xMin=0, xMax=layout.duration, yMin=0, yMax=layout.rows)
         self.view.setRange(xRange=(0, layout.duration), yRange=(0, layout.rows), padding=0)
         self.columns_done = 0
+        self.hide_detail()
+        self.waveform.setData([], [])
+        self.waveform_data = (np.zeros(0), np.zeros(0))
+        self.waveform_points = 0
+
+    def set_detail(self, start: float, layout: SpectrogramLayout) -> None:
+        """Start a sharper picture of seconds [start, start + layout.duration) (columns via set_detail_columns)."""
+        self.detail_layout = layout
+        self.detail_spec = np.full((layout.rows, layout.columns), DB_LEVELS[0] - 10, dtype=np.float32)
+        self.detail_columns_done = 0
+        self.detail.hide()  # shown once its first columns arrive, so the zoom never flashes blank
+        self.detail.setImage(self.detail_spec, autoLevels=False, levels=DB_LEVELS)
+        self.detail.setRect(QRectF(start, 0.0, layout.duration, float(layout.rows)))
+
+    def set_detail_columns(self, first: int, block: np.ndarray) -> None:
+        if self.detail_layout is None or first + block.shape[1] > self.detail_spec.shape[1]:
+            return
+        self.detail_spec[:, first:first + block.shape[1]] = block
+        self.detail_columns_done = max(self.detail_columns_done, first + block.shape[1])
+        if self.detail_columns_done >= self.detail_layout.columns:  # swap in the whole sharper picture at once
+            self.detail.setImage(self.detail_spec, autoLevels=False, levels=DB_LEVELS)
+            self.detail.show()
+
+    def hide_detail(self) -> None:
+        self.detail_layout = None
+        self.detail.hide()
+
+    def plot_width(self) -> int:
+        """Pixels of the spectrogram area (one detail column each)."""
+        return max(1, int(self.view.width()))
+
+    def set_x_range(self, start: float, end: float) -> None:
+        """Show seconds [start, end) (the window's TimeView: the same on every lane)."""
+        self.view.setXRange(start, end, padding=0)
+
+    def set_waveform(self, x: np.ndarray, y: np.ndarray) -> None:
+        """The peak envelope (seconds, -1..1) drawn over the spectrogram, centred, when the view is on."""
+        rows = self.layout_info.rows
+        self.waveform_data = (x, rows / 2 + np.clip(y, -1, 1) * (rows * 0.46))
+        self.waveform.setData(*self.waveform_data)
+        self.waveform_points = len(x)
+
+    def show_waveform(self, on: bool) -> None:
+        """The waveform view on or off (the spectrogram dims under it)."""
+        self.waveform_visible = bool(on)
+        self.waveform.setVisible(self.waveform_visible)
+        self.image.setOpacity(0.45 if self.waveform_visible else 1.0)
+        self.detail.setOpacity(0.45 if self.waveform_visible else 1.0)
 
     def set_columns(self, first: int, block: np.ndarray) -> None:
         self.spec[:, first:first + block.shape[1]] = block
@@ -378,16 +470,45 @@ class Lane(QFrame):
         self.pan_label.setText("C" if p == 0 else (f"L{-p}" if p < 0 else f"R{p}"))
 
     def _on_click(self, seconds: float) -> None:
+        self.setFocus(Qt.MouseFocusReason)
         self.activated.emit(self.index)
         self.seek_requested.emit(seconds)
 
     def _on_drag(self, start: float, now: float, finished: bool) -> None:
+        if not self.hasFocus():
+            self.setFocus(Qt.MouseFocusReason)
         self.activated.emit(self.index)
         self.loop_requested.emit(start, now, finished)
 
     def mousePressEvent(self, event) -> None:  # noqa: N802 - Qt API
         self.activated.emit(self.index)
+        self.setFocus(Qt.MouseFocusReason)
+        inside_title = self.title.geometry().contains(self.title.parentWidget().mapFrom(self, event.position().toPoint()))
+        self._press = event.position().toPoint() if event.button() == Qt.LeftButton and inside_title else None
         super().mousePressEvent(event)
+        if self._press is not None:
+            event.accept()  # the lane follows the drag
+
+    def mouseMoveEvent(self, event) -> None:  # noqa: N802 - Qt API
+        if (self._press is not None and self.name != "mix" and event.buttons() & Qt.LeftButton
+                and (event.position().toPoint() - self._press).manhattanLength() >= QApplication.startDragDistance()):
+            self._press = None
+            self.drag_out_requested.emit(self.index)
+            return
+        super().mouseMoveEvent(event)
+
+    def mouseReleaseEvent(self, event) -> None:  # noqa: N802 - Qt API
+        self._press = None
+        super().mouseReleaseEvent(event)
+
+    def focusInEvent(self, event) -> None:  # noqa: N802 - Qt API
+        self.activated.emit(self.index)
+        super().focusInEvent(event)
+
+    def focusNextPrevChild(self, forward: bool) -> bool:  # noqa: N802 - Qt API
+        """Tab / Shift+Tab go to the next / previous lane (the window wraps around), not out of the lanes."""
+        self.tab_requested.emit(self.index, forward)
+        return True
 
 
 class TimeAxis(pg.AxisItem):

@@ -13,16 +13,17 @@ from pathlib import Path
 
 import numpy as np
 from PySide6.QtCore import QEvent, QSignalBlocker, QSize, Qt, QTimer, Signal
-from PySide6.QtGui import QAction, QActionGroup, QKeySequence, QShortcut
+from PySide6.QtGui import QAction, QActionGroup, QKeySequence
 from PySide6.QtWidgets import (
     QDialog,
     QDockWidget,
     QHBoxLayout,
     QLabel,
     QMainWindow,
+    QPushButton,
     QScrollArea,
-    QSizePolicy,
     QStyle,
+    QToolBar,
     QToolButton,
     QVBoxLayout,
     QWidget,
@@ -31,25 +32,35 @@ from PySide6.QtWidgets import (
 from stemgui import SOURCES
 from stemgui.errors import StemGUIError
 from stemgui.gui import export as exporter
+from stemgui.gui.batch import BatchPanel, BatchQueue, audio_files
 from stemgui.gui.cache import StemCache
 from stemgui.gui.dialogs import Dialogs, ExportOptions
+from stemgui.gui.dragout import StemDragOut, frames_ready
 from stemgui.gui.finetune import FineTunePanel
-from stemgui.gui.job_bar import JobBar, format_time
+from stemgui.gui.job_bar import ElidedLabel, JobBar, format_time
 from stemgui.gui.lanes import AXIS_WIDTH, HEADER_WIDTH, Lane
 from stemgui.gui.mixer import PRESETS, LaneMix, apply_preset, audible
 from stemgui.gui.player import Player, audio_output_status
+from stemgui.gui.practice import PracticeControls, choose_comparison_model
 from stemgui.gui.settings import AppSettings
 from stemgui.gui.settings_panel import SeparationSettingsPanel
+from stemgui.gui.shortcuts import KeyRegistry, ShortcutsSheet, sheet_rows
 from stemgui.gui.spectrogram import SpectrogramLayout
+from stemgui.gui.timeline import TimeScrollBar, TimeView
 from stemgui.gui.workers import MIX_NAME, ExportWorker, SeparationWorker, Session, SpectrogramWorker
 from stemgui.separate import SeparationSettings
 
 log = logging.getLogger(__name__)
 UI_REFRESH_MS = 33
+DETAIL_DELAY_MS = 120  # a sharper picture of the visible range is computed once zooming pauses this long
+DETAIL_MIN_ZOOM = 1.5
+DETAIL_LANE = 1 << 20  # spectrogram requests for detail pictures: DETAIL_LANE + token * 64 + lane
 DEFAULT_LOOP_SECONDS = 8.0  # Loop switched on with no region dragged: loop this much from the playhead
 MIN_LOOP_SECONDS = 0.05  # a shorter drag is a click, not a region
 PLACEHOLDER_SECONDS = 10  # the blank lanes shown before any song is opened
 WARNING_STYLE = "color: #f2c94c;"
+SEEK_SECONDS = 1.0  # Left / Right
+BIG_SEEK_SECONDS = 10.0  # Ctrl+Left / Right
 
 
 class MainWindow(QMainWindow):
@@ -80,13 +91,28 @@ class MainWindow(QMainWindow):
         self._last_position = -1
         self._docks_sized = False
         self.models_dialog = None  # the "Get models…" dialog, created on first use
+        self.shortcuts_sheet: ShortcutsSheet | None = None
+        self.time_view = TimeView(PLACEHOLDER_SECONDS, self)
+        self.time_view.changed.connect(self._on_time_range)
+        self._detail_token = 0
+        self._detail_timer = QTimer(self)
+        self._detail_timer.setSingleShot(True)
+        self._detail_timer.setInterval(DETAIL_DELAY_MS)
+        self._detail_timer.timeout.connect(self._refresh_detail)
+        self.keys = KeyRegistry(self)
+        self.batch = BatchQueue(self.cache, self)
+        self.batch.job_finished.connect(self._on_batch_job)
+        self.drag_out = StemDragOut(lambda: self.settings.output_folder, lambda: self.settings.output_format, self)
+        self._started_at = 0.0
         self.spec_worker = SpectrogramWorker(self)
         self.spec_worker.columns_ready.connect(self._on_columns)
         self.spec_worker.idle.connect(self._on_spec_idle)
+        self.spec_worker.waveform_ready.connect(self._on_waveform)
         self.spec_worker.start()
         self._build_actions()
         self._build_menus()
         self._build_transport_bar()
+        self._build_mix_bar()
         self._build_central()
         self._build_status_bar()
         self._build_docks(model)
@@ -134,12 +160,50 @@ class MainWindow(QMainWindow):
                                         "Download published separation models (HTDemucs and others)")
         self.rerun_action = action("Separate again", self.separate_again, "Ctrl+R",
                                    "Separate the current song again with the current settings")
-        # Single-key shortcuts are QShortcuts on the window, so they work wherever focus is in the lanes.
-        for key, slot in (("Space", self.toggle_play), ("Home", self.go_home), ("L", self.toggle_loop),
-                          ("M", lambda: self.toggle_lane_flag("mute")), ("S", lambda: self.toggle_lane_flag("solo"))):
-            sc = QShortcut(QKeySequence(key), self)
-            sc.setContext(Qt.WindowShortcut)
-            sc.activated.connect(slot)
+        self.open_several_action = action("Open several…", self.choose_songs, "Ctrl+Shift+O",
+                                          "Queue several songs to separate one after another into the cache")
+        self.zoom_in_action = action("Zoom in", lambda: self.time_view.zoom_in(self._zoom_anchor()), None,
+                                     "Zoom in on the playhead (+, Ctrl+wheel on a lane)")
+        self.zoom_out_action = action("Zoom out", lambda: self.time_view.zoom_out(self._zoom_anchor()), None,
+                                      "Zoom out (−, Ctrl+wheel on a lane)")
+        self.zoom_fit_action = action("Whole song", self.time_view.fit, None, "Show the whole song (0)")
+        self.zoom_loop_action = action("Zoom to loop", self.zoom_to_loop, None, "Fill the lanes with the loop (Z)")
+        self.waveform_action = action("Waveforms", self.show_waveforms, None,
+                                      "Draw each lane's waveform over its spectrogram (W)", checkable=True)
+        self.compare_action = action("Compare with another model…", self.choose_comparison, None,
+                                     "Separate this song with a second model too and switch between them with A/B")
+        self.shortcuts_action = action("Keyboard shortcuts", self.show_shortcuts, "F1", "Every key, on one sheet")
+        # Single keys are window-wide QShortcuts (bound through the registry, so the shortcuts sheet lists them).
+        k = self.keys.bind
+        k("Space", self.toggle_play, "Play / pause", "Playback")
+        k("Home", self.go_home, "Back to the start (the loop's start while looping)", "Playback")
+        k(("Left", "Right"), (lambda: self.seek_by(-SEEK_SECONDS), lambda: self.seek_by(SEEK_SECONDS)),
+          f"Seek {SEEK_SECONDS:g} s back / forward", "Playback", "← / →")
+        k(("Ctrl+Left", "Ctrl+Right"), (lambda: self.seek_by(-BIG_SEEK_SECONDS), lambda: self.seek_by(BIG_SEEK_SECONDS)),
+          f"Seek {BIG_SEEK_SECONDS:g} s back / forward", "Playback", "Ctrl+← / →")
+        k("L", self.toggle_loop, "Loop on / off (8 s from the playhead when no region was dragged)", "Loop")
+        k("A", lambda: self.practice.toggle_ab(), "A/B: the original song / your mix (or the two models compared)",
+          "Playback")
+        k(("[", "]"), (lambda: self.set_loop_edge_here(0), lambda: self.set_loop_edge_here(1)),
+          "Loop starts / ends at the playhead", "Loop", "[ / ]")
+        k(("Shift+Left", "Shift+Right"), (lambda: self.nudge_loop(-1), lambda: self.nudge_loop(1)),
+          "Nudge the loop earlier / later (1 % of the visible time: zoom in for finer steps)", "Loop", "Shift+← / →")
+        k(("Ctrl+Shift+Left", "Ctrl+Shift+Right"), (lambda: self.nudge_loop(-1, edge=1), lambda: self.nudge_loop(1, edge=1)),
+          "Shorten / lengthen the loop (moves its end)", "Loop", "Ctrl+Shift+← / →")
+        # Tab is the lanes' own (a window-wide Tab would break Tab between the fields of the docks)
+        self.keys.describe("Tab / Shift+Tab", "Next / previous lane (the focused lane has a blue ring)", "Lanes")
+        k("M", lambda: self.toggle_lane_flag("mute"), "Mute the focused lane", "Lanes")
+        k("S", lambda: self.toggle_lane_flag("solo"), "Solo the focused lane (only soloed lanes sound)", "Lanes")
+        k(("+", "=", "Ctrl++", "Ctrl+="), [self.zoom_in_action.trigger] * 4, "Zoom in (also Ctrl+wheel on a lane)",
+          "View", "+ / Ctrl++")
+        k(("-", "Ctrl+-"), [self.zoom_out_action.trigger] * 2, "Zoom out", "View", "− / Ctrl+−")
+        k(("0", "Ctrl+0"), [self.time_view.fit] * 2, "Show the whole song", "View", "0")
+        k("Z", self.zoom_to_loop, "Zoom to the loop", "View")
+        k("W", self.waveform_action.trigger, "Waveforms over the spectrograms on / off", "View")
+        self.keys.describe("Ctrl+wheel", "Zoom in / out around the pointer (on a lane)", "View")
+        self.keys.describe("Shift+wheel", "Scroll through the song (or drag the scroll bar under the lanes)", "View")
+        self.keys.describe("Drag a stem's name", "Drop the stem as a file into a file manager or a DAW", "Lanes")
+        k("?", self.show_shortcuts, "This sheet (also F1)", "Help")
         self.scale_group = QActionGroup(self)
         self.scale_actions = {}
         for scale, label in (("log", "Log-frequency axis"), ("mel", "Mel axis")):
@@ -153,6 +217,7 @@ class MainWindow(QMainWindow):
         menu = self.menuBar()
         file_menu = menu.addMenu("&File")
         file_menu.addAction(self.open_action)
+        file_menu.addAction(self.open_several_action)
         self.recent_menu = file_menu.addMenu("Open recent")
         self.recent_menu.aboutToShow.connect(self._fill_recent)
         file_menu.addSeparator()
@@ -176,10 +241,18 @@ class MainWindow(QMainWindow):
         models_menu.addAction(self.get_models_action)
         sep_menu = menu.addMenu("&Separation")
         sep_menu.addAction(self.rerun_action)
+        sep_menu.addAction(self.compare_action)
         sep_menu.addAction(self.cancel_action)
         self.view_menu = menu.addMenu("&View")
+        for a in (self.zoom_in_action, self.zoom_out_action, self.zoom_fit_action, self.zoom_loop_action):
+            self.view_menu.addAction(a)
+        self.view_menu.addSeparator()
+        self.view_menu.addAction(self.waveform_action)
         for a in self.scale_actions.values():
             self.view_menu.addAction(a)
+        self.view_menu.addSeparator()
+        self.help_menu = menu.addMenu("&Help")
+        self.help_menu.addAction(self.shortcuts_action)
 
     def _build_transport_bar(self) -> None:
         bar = self.addToolBar("Transport")
@@ -196,6 +269,31 @@ class MainWindow(QMainWindow):
         self.time_label.setObjectName("timeLabel")
         bar.addWidget(self.time_label)
         bar.addSeparator()
+        self.practice = PracticeControls(self.player)  # tempo, transpose, BPM and key, A/B
+        bar.addWidget(self.practice)
+        self.transport_bar = bar  # (Play's width is fixed in _fit_toolbars)
+        self._icon_savings: dict = {}
+        self._fit_pending = False
+        bar.installEventFilter(self)
+
+    @staticmethod
+    def _widest_text_width(button: QToolButton, texts) -> int:
+        """The button's width with the widest of `texts` (measured, not set: setting would relayout the bar)."""
+        fm = button.fontMetrics()
+        base = button.sizeHint().width() - fm.horizontalAdvance(button.text())
+        return base + max(fm.horizontalAdvance(t) for t in texts) + 4  # + rounding slack of the style
+
+    def _build_mix_bar(self) -> None:
+        """The second row: presets, zoom, waveforms, the song's name and Export (wraps below the transport)."""
+        self.addToolBarBreak(Qt.TopToolBarArea)
+        bar = QToolBar("Mix and view", self)
+        bar.setObjectName("mixBar")
+        bar.setMovable(False)
+        bar.setIconSize(QSize(16, 16))
+        bar.setToolButtonStyle(Qt.ToolButtonTextBesideIcon)
+        self.addToolBar(Qt.TopToolBarArea, bar)
+        self.mix_bar = bar
+        bar.installEventFilter(self)
         presets = QWidget()
         pl = QHBoxLayout(presets)
         pl.setContentsMargins(4, 0, 4, 0)
@@ -212,11 +310,23 @@ class MainWindow(QMainWindow):
             pl.addWidget(b)
             self.preset_buttons[name] = b
         bar.addWidget(presets)
-        spacer = QWidget()
-        spacer.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Preferred)
-        bar.addWidget(spacer)
-        self.song_label = QLabel("")
+        bar.addSeparator()
+        bar.addWidget(QLabel(" Zoom "))
+        self.zoom_buttons = {}
+        for text, a in (("−", self.zoom_out_action), ("+", self.zoom_in_action), ("Fit", self.zoom_fit_action),
+                        ("To loop", self.zoom_loop_action)):
+            b = QToolButton()
+            b.setObjectName("zoomButton")
+            b.setText(text)
+            b.setToolTip(a.toolTip())
+            b.setFocusPolicy(Qt.NoFocus)
+            b.clicked.connect(a.trigger)
+            bar.addWidget(b)
+            self.zoom_buttons[text] = b
+        bar.addAction(self.waveform_action)
+        self.song_label = ElidedLabel("")  # takes the room that is left, elided: the bar never overflows
         self.song_label.setObjectName("songLabel")
+        self.song_label.setAlignment(Qt.AlignRight | Qt.AlignVCenter)
         bar.addWidget(self.song_label)
         bar.addAction(self.export_action)
 
@@ -233,6 +343,11 @@ class MainWindow(QMainWindow):
         self.lanes_layout.setSpacing(8)
         self.scroll.setWidget(self.lanes_host)
         cl.addWidget(self.scroll, 1)
+        self.time_scroll = TimeScrollBar(self.time_view)
+        time_row = QHBoxLayout()
+        time_row.setContentsMargins(10 + 6 + HEADER_WIDTH + AXIS_WIDTH, 0, 16, 2)
+        time_row.addWidget(self.time_scroll)
+        cl.addLayout(time_row)
         # Empty state: the (blank) lanes are already there, with a hint floating over them.
         self.drop_hint = QLabel("Drop a song here\nor use File ▸ Open (Ctrl+O)", self.scroll)
         self.drop_hint.setObjectName("dropHint")
@@ -267,6 +382,13 @@ class MainWindow(QMainWindow):
         if not self.finetune_panel.is_training():  # hidden until opened, unless an earlier training still runs
             self.finetune_dock.hide()
 
+        self.batch_panel = BatchPanel(self.batch)
+        self.batch_panel.open_requested.connect(self.open_batch_job)
+        self.batch_dock = self.add_panel(self.batch_panel, "Batch queue", Qt.BottomDockWidgetArea)
+        self.batch_dock.setObjectName("batchDock")
+        self.batch_dock.hide()  # shown when songs are queued
+        self._rerun_buttons = [b for b in self.settings_panel.findChildren(QPushButton) if b.text() == "Separate again"]
+
     def add_panel(self, widget: QWidget, title: str, area=Qt.RightDockWidgetArea) -> QDockWidget:
         """Dock a tool panel and list it under View."""
         dock = QDockWidget(title, self)
@@ -281,10 +403,52 @@ class MainWindow(QMainWindow):
         if not self._docks_sized:  # docks can only be sized once the window is laid out
             self._docks_sized = True
             self.resizeDocks([self.settings_dock], [300], Qt.Horizontal)
+            self._fit_toolbars()
+            self._focus_lanes()
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 - Qt API
+        super().resizeEvent(event)
+        self._fit_toolbars()
+
+    def _fit_toolbars(self) -> None:
+        """Text beside icons when a toolbar row fits the window, icons only (tooltips say what) when not, so
+        nothing vanishes into a toolbar's overflow menu at 1024 px. Re-run whenever a bar's contents change
+        size (a longer BPM / key text); nothing is set unless it changes, so this settles at once."""
+        self._fit_pending = False
+        text = Qt.ToolButtonTextBesideIcon
+        for bar in (getattr(self, "transport_bar", None), getattr(self, "mix_bar", None)):
+            if bar is None:
+                continue
+            need = bar.sizeHint().width() + (0 if bar.toolButtonStyle() == text else self._icon_savings.get(bar, 0))
+            want = text if need <= self.width() else Qt.ToolButtonIconOnly
+            if want != bar.toolButtonStyle():
+                before = bar.sizeHint().width()
+                bar.setToolButtonStyle(want)
+                if want != text:
+                    self._icon_savings[bar] = max(0, before - bar.sizeHint().width())
+            play_button = bar.widgetForAction(self.play_action)
+            if play_button is not None:  # as wide as its widest text: Play -> Pause never shifts the bar
+                width = self._widest_text_width(play_button, ("Play", "Pause")) if want == text else 0
+                if play_button.minimumWidth() != width:
+                    play_button.setMinimumWidth(width)
+
+    def _schedule_fit(self) -> None:
+        if not self._fit_pending:
+            self._fit_pending = True
+            QTimer.singleShot(0, self._fit_toolbars)
+
+    def _focus_lanes(self) -> None:
+        """Keys go to the lanes (not to a tempo field that happened to be first in the tab order)."""
+        if 0 <= self.focused_lane < len(self.lanes):
+            focus = self.focusWidget()
+            if focus is None or not any(d.isAncestorOf(focus) for d in self.findChildren(QDockWidget)):
+                self.lanes[self.focused_lane].setFocus(Qt.OtherFocusReason)
 
     def eventFilter(self, obj, event) -> bool:  # noqa: N802 - Qt API
         if obj is self.scroll and event.type() == QEvent.Resize:
             self.drop_hint.setGeometry(self.scroll.rect())
+        elif event.type() == QEvent.LayoutRequest and obj in (self.transport_bar, self.mix_bar):
+            self._schedule_fit()
         return super().eventFilter(obj, event)
 
     # ================================================================== models and settings
@@ -353,24 +517,65 @@ class MainWindow(QMainWindow):
         files = [u.toLocalFile() for u in event.mimeData().urls() if u.isLocalFile()]
         if files:
             event.acceptProposedAction()
-            self.open_song(files[0])
+            if len(files) == 1 and not Path(files[0]).is_dir():
+                self.open_song(files[0])
+            else:  # several songs, or a folder: the batch queue
+                self.queue_songs(files)
 
-    def open_song(self, path: str | Path) -> bool:
-        """Open and separate a song; errors become a dialog. Returns False when nothing was started."""
-        path = Path(path)
-        if not path.is_file():
-            self.dialogs.error("Cannot open the song", f"{path}: no such file.")
-            return False
+    def choose_songs(self) -> None:
+        """File > Open several…: queue the chosen songs."""
+        recent = self.settings.recent_files
+        paths = self.dialogs.open_songs(str(Path(recent[0]).parent) if recent else "")
+        if paths:
+            self.queue_songs(paths)
+
+    def queue_songs(self, paths) -> list:
+        """Separate songs (folders searched for audio files) one after another into the cache; returns the jobs."""
+        songs = audio_files(paths)
+        if not songs:
+            self.dialogs.error("Nothing to separate", "No audio files were found in what was dropped.")
+            return []
         try:
             model_path = self.current_model_path()
             settings = self.separation_settings()
         except StemGUIError as exc:
             self.dialogs.error("Model missing", str(exc))
+            return []
+        jobs = self.batch.add(songs, model_path, settings)
+        self.batch_dock.show()
+        self.batch_dock.raise_()
+        self.statusBar().showMessage(f"{len(jobs)} song(s) queued; open one from the Batch queue when it is done.",
+                                     8000)
+        return jobs
+
+    def open_batch_job(self, job) -> bool:
+        """Open a finished song of the queue (from the cache: instant) with the model and settings it used."""
+        return self.open_song(job.path, model_path=job.model_path, settings=job.settings)
+
+    def _on_batch_job(self, job) -> None:
+        left = sum(1 for j in self.batch.model.jobs if not j.state.finished)
+        tail = f"; {left} left in the queue" if left else "; the queue is done"
+        self.statusBar().showMessage(f"Batch: {job.path.name} {job.state.value.lower()}{tail}.", 8000)
+
+    def open_song(self, path: str | Path, model_path: Path | None = None,
+                  settings: SeparationSettings | None = None) -> bool:
+        """Open and separate a song (by default with the chosen model and settings); errors become a dialog.
+
+        Returns False when nothing was started. The song joins Open recent once it opened successfully.
+        """
+        path = Path(path)
+        if not path.is_file():
+            self.dialogs.error("Cannot open the song", f"{path}: no such file.")
+            return False
+        try:
+            model_path = model_path or self.current_model_path()
+            settings = settings or self.separation_settings()
+        except StemGUIError as exc:
+            self.dialogs.error("Model missing", str(exc))
             return False
         self._stop_worker()
-        self.settings.add_recent(path)
         worker = SeparationWorker(path, model_path, settings, self.cache, self)
-        worker.stage.connect(self.job_bar.set_stage)
+        worker.stage.connect(self._on_stage)
         worker.progress.connect(self._on_progress)
         worker.prepared.connect(self._on_prepared)
         worker.chunk.connect(self._on_chunk)
@@ -380,7 +585,7 @@ class MainWindow(QMainWindow):
         worker.cancelled.connect(self._on_cancelled)
         self.worker = worker
         self._show_job(worker, f"Opening {path.name}")
-        self.statusBar().showMessage(f"Opening {path}")
+        self.statusBar().showMessage(f"Opening {path}…")
         worker.start()
         self._update_actions()
         return True
@@ -402,6 +607,62 @@ class MainWindow(QMainWindow):
         if self._job is not None and self._job.isRunning():
             self._job.cancel()
             self.job_bar.cancelling()
+
+    # ---- A/B between two models: a second separation of the same song, played with the same lane settings
+    def choose_comparison(self) -> None:
+        if self.session is None or not self.session.complete:
+            self.dialogs.info("Compare", "Open a song and let its separation finish first.")
+            return
+        model = choose_comparison_model(self, str(self.current_model_path()))
+        if model is None:
+            self.dialogs.info("Compare", "No other model is installed: get one with Models ▸ Get models….")
+            return
+        self.compare_with_model(Path(model))
+
+    def compare_with_model(self, model_path: Path) -> SeparationWorker | None:
+        """Separate the open song with `model_path` in the background; A/B then switches between the two."""
+        if self.session is None:
+            return None
+        self._stop_comparison()
+        worker = SeparationWorker(self.session.path, Path(model_path), self.separation_settings(), self.cache, self)
+        worker.progress.connect(self._on_progress)
+        worker.finished_ok.connect(self._on_comparison_done)
+        worker.failed.connect(lambda m: (self._end_job(), self.dialogs.error("Compare", m)))
+        worker.cancelled.connect(self._end_job)
+        self.compare_worker = worker
+        self._show_job(worker, f"Separating with {Path(model_path).stem} for comparison")
+        worker.start()
+        return worker
+
+    def _on_comparison_done(self, other: Session) -> None:
+        self._end_job()
+        session = self.session
+        if session is None or other.path != session.path:
+            return
+        if other.names != session.names or other.audio.shape != session.audio.shape:
+            self.dialogs.error("Compare", f"{other.model_name} gives the stems {', '.join(other.stem_names)}, "
+                               f"{session.model_name} {', '.join(session.stem_names)}: A/B needs the same stems.")
+            return
+        self.player.set_alternate(other.audio)
+        self.practice.set_comparison((session.model_name, other.model_name))
+        self.statusBar().showMessage(f"A/B now switches between {session.model_name} (A) and {other.model_name} (B).",
+                                     10000)
+
+    def _stop_comparison(self) -> None:
+        worker = getattr(self, "compare_worker", None)
+        self.compare_worker = None
+        if worker is not None:
+            for sig in (worker.progress, worker.finished_ok, worker.failed, worker.cancelled):
+                try:
+                    sig.disconnect()
+                except (RuntimeError, TypeError) as exc:  # nothing connected
+                    log.debug("disconnecting the comparison worker: %s", exc)
+            worker.cancel()
+            if worker.isRunning():  # it stops within a second; the window does not wait for it
+                self._old_workers.append(worker)
+                worker.finished.connect(lambda w=worker: self._old_workers.remove(w) if w in self._old_workers else None)
+        self.player.set_alternate(None)
+        self.practice.set_comparison(None)
 
     def cancel_separation(self) -> None:
         if self.worker is not None and self.worker.isRunning():
@@ -436,6 +697,12 @@ class MainWindow(QMainWindow):
     def _on_progress(self, fraction: float, eta, message: str) -> None:
         self.job_bar.set_progress(fraction, eta)
 
+    def _on_stage(self, text: str) -> None:
+        """The job bar and the status bar say what the separation is doing now (not "Opening…" throughout)."""
+        self.job_bar.set_stage(text)
+        name = self.worker.song.name if self.worker is not None else ""
+        self.statusBar().showMessage(f"{name}: {text[0].lower()}{text[1:]}…" if name and text else text)
+
     def _on_notice(self, text: str) -> None:
         self.statusBar().showMessage(text, 15000)
         self.dialogs.warning("Separation", text)
@@ -449,6 +716,9 @@ class MainWindow(QMainWindow):
         self.mixes = [LaneMix(mute=(name == MIX_NAME)) for name in session.names]
         complete = [True] + [session.complete] * (len(session.names) - 1)
         self.player.load(session.audio, self.mixes, complete, session.available)  # no loop for a new song
+        self._stop_comparison()
+        self.practice.reset()
+        self.practice.analyse(session.audio[0], session.samplerate)
         self._show_loop()
         self._layout = self._layout_for(session)
         self._spec_requested = [0] * len(session.names)
@@ -465,6 +735,9 @@ class MainWindow(QMainWindow):
         self._open_audio()
         self.song_label.setText(f"{session.path.name} · {format_time(session.duration)[:-2]}")
         self.setWindowTitle(f"{session.path.name} — StemGUI")
+        self.time_view.set_duration(session.duration)
+        self._last_position = -1  # the time label shows the new song's length even when both are at 0:00
+        self._tick(force=True)
         self._update_actions()
 
     def _on_chunk(self, start: int, end: int) -> None:
@@ -476,20 +749,32 @@ class MainWindow(QMainWindow):
             self.lanes[i].set_done(done_s if self.session.available < self.session.frames else None)
             self._request_pictures(i, self.session.available)
 
+    def _reap_worker(self) -> None:
+        """The worker's last signal arrived: let its thread end (it is in its last lines) before actions update."""
+        if self.worker is not None:
+            self.worker.wait(2000)
+
     def _on_finished(self, session: Session) -> None:
         if session is not self.session:
             return
+        self._reap_worker()
         self.player.mark_complete()
         for i, lane in enumerate(self.lanes):
             lane.set_done(None)
             self._request_pictures(i, session.frames)
         self._end_job()
+        self.settings.add_recent(session.path)  # only songs that opened (a failed file is not "recent")
         origin = "from the cache" if session.from_cache else f"in {self.worker.elapsed:.1f} s" if self.worker else ""
         self.statusBar().showMessage(f"{session.path.name}: {len(session.stem_names)} stems ready {origin}.")
+        if self.waveform_action.isChecked():
+            self._request_waveforms()
+        if self.time_view.zoomed:
+            self._detail_timer.start()  # the sharper zoomed picture now covers the whole of every stem
         self._update_actions()
         self.separation_done.emit(True)
 
     def _on_failed(self, message: str) -> None:
+        self._reap_worker()
         self._end_job()
         self.statusBar().showMessage(message, 15000)
         self.dialogs.error("Separation failed", message)
@@ -497,11 +782,15 @@ class MainWindow(QMainWindow):
         self.separation_done.emit(False)
 
     def _on_cancelled(self) -> None:
+        self._reap_worker()
         self._end_job()
         if self.session is not None:
             done = format_time(self.session.available / self.session.samplerate)
-            self.statusBar().showMessage(f"Separation cancelled at {done}; nothing was cached. "
-                                         "Separation ▸ Separate again resumes from the start.", 15000)
+            usable = " You can play and export the part up to there." if self.session.available > 0 else ""
+            self.statusBar().showMessage(f"Separation cancelled at {done}; nothing was cached.{usable} "
+                                         "Separation ▸ Separate again separates the whole song anew.", 20000)
+            if self.waveform_action.isChecked():
+                self._request_waveforms()
         else:
             self.statusBar().showMessage("Separation cancelled.", 10000)
         self._update_actions()
@@ -525,6 +814,11 @@ class MainWindow(QMainWindow):
         lane.seek_requested.connect(self.seek)
         lane.loop_requested.connect(self._on_loop_drag)
         lane.activated.connect(self.focus_lane)
+        lane.tab_requested.connect(lambda index, forward: self.focus_next_lane(forward, index))
+        lane.zoom_requested.connect(lambda anchor, notches: self.time_view.zoom_by(1.5 ** notches, anchor))
+        lane.scroll_requested.connect(lambda notches: self.time_view.scroll_by(0.1 * notches))
+        lane.drag_out_requested.connect(self.drag_stem_out)
+        lane.show_waveform(self.waveform_action.isChecked())
         self.lanes_layout.addWidget(lane, 1)
         self.lanes.append(lane)
         return lane
@@ -549,9 +843,14 @@ class MainWindow(QMainWindow):
         lane.set_playhead(self.position_seconds())
         lane.set_audible(audible(self.mixes)[i])
         lane.set_focused(i == self.focused_lane)
+        lane.set_x_range(self.time_view.start, self.time_view.end)
         self._request_pictures(i, session.frames if i == 0 else session.available)
+        if self.waveform_action.isChecked() and (i == 0 or session.complete):
+            self.spec_worker.request_waveform(self.generation, i, session.audio[i], session.samplerate,
+                                              session.frames)
         if i == 1 or (i == 0 and len(session.names) == 1):
             self.focus_lane(i)
+            self._focus_lanes()
 
     def _layout_for(self, session: Session) -> SpectrogramLayout:
         width = self.scroll.viewport().width()
@@ -573,11 +872,80 @@ class MainWindow(QMainWindow):
         self._spec_requested = [0] * len(self.session.names)
         for i, lane in enumerate(self.lanes):
             lane.reset_image(layout)
+            lane.set_x_range(self.time_view.start, self.time_view.end)
             self._request_pictures(i, self.session.frames if i == 0 else self.session.available)
+        if self.waveform_action.isChecked():
+            self._request_waveforms()
 
     def _on_columns(self, generation: int, lane: int, first: int, block) -> None:
-        if generation == self.generation and lane < len(self.lanes):
+        if generation != self.generation:
+            return
+        if lane >= DETAIL_LANE:
+            token, index = divmod(lane - DETAIL_LANE, 64)
+            if token == self._detail_token % 4096 and index < len(self.lanes):
+                self.lanes[index].set_detail_columns(first, block)
+        elif lane < len(self.lanes):
             self.lanes[lane].set_columns(first, block)
+
+    def _on_waveform(self, generation: int, lane: int, x, y) -> None:
+        if generation == self.generation and lane < len(self.lanes):
+            self.lanes[lane].set_waveform(x, y)
+
+    def _request_waveforms(self) -> None:
+        session = self.session
+        if session is None:
+            return
+        for i in range(len(self.lanes)):
+            upto = session.frames if i == 0 else frames_ready(session)
+            if upto > 0:
+                self.spec_worker.request_waveform(self.generation, i, session.audio[i], session.samplerate, upto)
+
+    def show_waveforms(self, on: bool) -> None:
+        """View > Waveforms (W): each lane's waveform over its spectrogram, to set a loop on the beat."""
+        with QSignalBlocker(self.waveform_action):
+            self.waveform_action.setChecked(bool(on))
+        for lane in self.lanes:
+            lane.show_waveform(bool(on))
+        if on and any(lane.waveform_points == 0 for lane in self.lanes):
+            self._request_waveforms()
+
+    # ---- the timeline: every lane shows the TimeView's range
+    def _on_time_range(self, start: float, end: float) -> None:
+        for lane in self.lanes:
+            lane.set_x_range(start, end)
+        self._detail_timer.start()
+
+    def _refresh_detail(self) -> None:
+        """Zoomed in: draw the visible range again at one column per pixel (the song's picture is too coarse)."""
+        self._detail_token += 1
+        session = self.session
+        if session is None or self.time_view.zoom < DETAIL_MIN_ZOOM:
+            for lane in self.lanes:
+                lane.hide_detail()
+            return
+        rate = session.samplerate
+        for i, lane in enumerate(self.lanes):
+            s0 = int(self.time_view.start * rate)
+            s1 = min(int(np.ceil(self.time_view.end * rate)), session.frames if i == 0 else frames_ready(session))
+            if s1 - s0 < lane.layout_info.nfft:
+                lane.hide_detail()
+                continue
+            layout = SpectrogramLayout(s1 - s0, rate, lane.plot_width(), scale=self.settings.frequency_scale)
+            lane.set_detail(s0 / rate, layout)
+            self.spec_worker.request(self.generation, DETAIL_LANE + (self._detail_token % 4096) * 64 + i,
+                                     session.audio[i][:, s0:s1], layout, 0, layout.columns)
+
+    def _zoom_anchor(self) -> float | None:
+        """Zoom keys keep the playhead in place when it is in view, else the centre."""
+        if self.session is None:
+            return None
+        pos = self.position_seconds()
+        return pos if self.time_view.start <= pos <= self.time_view.end else None
+
+    def zoom_to_loop(self) -> None:
+        loop = self.loop_seconds
+        if loop is not None:
+            self.time_view.show_region(*loop)
 
     def _on_spec_idle(self, generation: int) -> None:
         if generation == self.generation and not self.is_busy() and self.pictures_complete():
@@ -588,6 +956,28 @@ class MainWindow(QMainWindow):
         self.focused_lane = index
         for i, lane in enumerate(self.lanes):
             lane.set_focused(i == index)
+
+    def focus_next_lane(self, forward: bool = True, current: int | None = None) -> None:
+        """Tab / Shift+Tab: the next / previous lane takes the keyboard focus (and the ring), wrapping around."""
+        if not self.lanes:
+            return
+        i = self.focused_lane if current is None else current
+        i = (i + (1 if forward else -1)) % len(self.lanes)
+        self.focus_lane(i)
+        self.lanes[i].setFocus(Qt.TabFocusReason if forward else Qt.BacktabFocusReason)
+        self.scroll.ensureWidgetVisible(self.lanes[i], 0, 10)
+
+    def drag_stem_out(self, index: int):
+        """A stem's name was dragged out of its lane: export it on the fly and drag the file (None if nothing)."""
+        if self.session is None or not (1 <= index < len(self.session.names)):
+            return None
+        stem = self.session.names[index]
+        path = self.drag_out.drag(self.lanes[index].title, self.session, stem)
+        if path is None:
+            self.statusBar().showMessage(f"{stem}: {self.drag_out.last_error}", 8000)
+        else:
+            self.statusBar().showMessage(f"Dragged {path.name} (in {path.parent}).", 8000)
+        return path
 
     def _on_lane_mix(self, index: int, mix: LaneMix) -> None:
         self.mixes[index] = mix
@@ -660,6 +1050,41 @@ class MainWindow(QMainWindow):
     def position_seconds(self) -> float:
         return self.player.position / self.session.samplerate if self.session else 0.0
 
+    def seek_by(self, seconds: float) -> None:
+        """Left / Right: move the playhead (kept in view when zoomed)."""
+        if self.session is not None:
+            target = min(self.session.duration, max(0.0, self.position_seconds() + seconds))
+            self.seek(target)
+            self.time_view.follow(target)
+
+    def nudge_loop(self, direction: int, edge: int | None = None) -> None:
+        """Shift+arrows move the loop by the zoom's nudge step; with `edge` 1 (Ctrl+Shift) only its end moves."""
+        loop = self.loop_seconds
+        if loop is None or self.session is None:
+            self.statusBar().showMessage("No loop yet: drag across a lane, or press L.", 4000)
+            return
+        step = direction * self.time_view.nudge_step
+        lo, hi = loop
+        if edge is None:
+            step = min(max(step, -lo), self.session.duration - hi)  # the loop keeps its length at the song's ends
+            lo, hi = lo + step, hi + step
+        else:
+            hi = max(lo + 2 * MIN_LOOP_SECONDS, min(self.session.duration, hi + step))
+        self.set_loop(lo, hi)
+        self.statusBar().showMessage(f"Loop {format_time(lo)} – {format_time(hi)} ({hi - lo:.3f} s)", 3000)
+
+    def set_loop_edge_here(self, edge: int) -> None:
+        """[ / ]: the loop starts / ends at the playhead (the other end stays; a new loop is DEFAULT long)."""
+        if self.session is None:
+            return
+        here = self.position_seconds()
+        loop = self.loop_seconds
+        if loop is None:
+            lo, hi = (here, here + DEFAULT_LOOP_SECONDS) if edge == 0 else (here - DEFAULT_LOOP_SECONDS, here)
+        else:
+            lo, hi = (here, loop[1]) if edge == 0 else (loop[0], here)
+        self.set_loop(lo, hi)
+
     # ---- the loop: the player holds it; the lanes and the Loop action show it
     @property
     def loop_seconds(self) -> tuple[float, float] | None:
@@ -722,6 +1147,8 @@ class MainWindow(QMainWindow):
             for lane in self.lanes:
                 lane.set_playhead(seconds)
             self.time_label.setText(f"{format_time(seconds)} / {format_time(self.session.duration)}")
+            if self.player.playing:
+                self.time_view.follow(seconds)
         for lane, level in zip(self.lanes, self.player.levels):
             lane.meter.set_level(float(level))
         playing = self.player.playing
@@ -734,20 +1161,28 @@ class MainWindow(QMainWindow):
 
     def _update_actions(self) -> None:
         has = self.session is not None
-        done = has and self.session.complete
         self.play_action.setEnabled(has and self.audio_ok)
         self.home_action.setEnabled(has)
         self.loop_action.setEnabled(has)
-        self.export_action.setEnabled(bool(done))
+        running = self.worker is not None and self.worker.isRunning()
+        self.export_action.setEnabled(bool(has and not running and frames_ready(self.session) > 0))
         self.rerun_action.setEnabled(has)
+        for b in self._rerun_buttons:
+            b.setEnabled(has)
+        for a in (self.zoom_in_action, self.zoom_out_action, self.zoom_fit_action, self.zoom_loop_action):
+            a.setEnabled(has)
+        for b in self.zoom_buttons.values():
+            b.setEnabled(has)
         self.cancel_action.setEnabled(self.worker is not None and self.worker.isRunning())
         for b in self.preset_buttons.values():
             b.setEnabled(has)
 
     # ================================================================== export and cache
     def export_dialog(self) -> None:
-        if self.session is None or not self.session.complete:
-            self.dialogs.info("Export", "Export becomes available when the separation is complete.")
+        running = self.worker is not None and self.worker.isRunning()
+        if self.session is None or running or frames_ready(self.session) == 0:
+            self.dialogs.info("Export", "Export becomes available when the separation is complete "
+                              "(or cancelled: then the part separated so far is exported).")
             return
         defaults = ExportOptions(folder=self.settings.output_folder, fmt=self.settings.output_format,
                                  stems=tuple(self.session.stem_names), mix=False)
@@ -771,20 +1206,29 @@ class MainWindow(QMainWindow):
                 return None
         self.settings.output_folder, self.settings.output_format = str(folder), options.fmt
         mixes = list(self.mixes)
+        playback = self.player.playback  # tempo and transpose as heard
+        audio = self.player.heard_audio  # the separation A/B plays now
         sr = session.samplerate
+        ready = frames_ready(session)  # after a Cancel: the part separated so far
         region = self.player.loop if options.loop_only else None
+        if region is not None:
+            region = (min(region[0], ready), min(region[1], ready))
+        elif ready < session.frames:
+            region = (0, ready)
+        stems = session.stems[:, :, :ready]
         parts = int(bool(options.stems)) + int(bool(mix_path))
 
         def job(progress, cancel):
             written = []
             if options.stems:
-                written += exporter.export_stems(session.stems, session.stem_names, sr, folder, song, options.fmt,
+                written += exporter.export_stems(stems, session.stem_names, sr, folder, song, options.fmt,
                                                  options.stems, progress=lambda f, m: progress(f / parts, m),
                                                  cancel=cancel, confirm_overwrite=lambda _p: True)
             if mix_path is not None:
-                written.append(exporter.export_mix(session.audio, mixes, sr, mix_path, region,
+                written.append(exporter.export_mix(audio, mixes, sr, mix_path, region,
                                                    progress=lambda f, m: progress((parts - 1 + f) / parts, m),
-                                                   cancel=cancel, confirm_overwrite=lambda _p: True))
+                                                   cancel=cancel, confirm_overwrite=lambda _p: True,
+                                                   playback=playback))
             return written
 
         worker = ExportWorker(job, self)
@@ -810,6 +1254,8 @@ class MainWindow(QMainWindow):
         self._end_job()
         folder = Path(paths[0]).parent if paths else ""
         self.statusBar().showMessage(f"Exported {len(paths)} file(s) to {folder}.", 10000)
+        if paths:
+            self.job_bar.show_result(f"Exported {len(paths)} file(s) to {folder}", folder)
 
     def _on_export_failed(self, message: str) -> None:
         self._end_job()
@@ -818,6 +1264,14 @@ class MainWindow(QMainWindow):
     def _on_export_cancelled(self) -> None:
         self._end_job()
         self.statusBar().showMessage("Export cancelled.")
+
+    def show_shortcuts(self) -> ShortcutsSheet:
+        """Help > Keyboard shortcuts: a non-modal sheet built from the keys actually bound."""
+        if self.shortcuts_sheet is None:
+            self.shortcuts_sheet = ShortcutsSheet(sheet_rows(self.keys, self.actions()), self)
+        self.shortcuts_sheet.show()
+        self.shortcuts_sheet.raise_()
+        return self.shortcuts_sheet
 
     def clear_cache(self) -> None:
         freed = self.cache.clear()
@@ -835,6 +1289,8 @@ class MainWindow(QMainWindow):
         self.timer.stop()
         self.player.close()
         self._stop_worker()
+        self._stop_comparison()
+        self.batch.shutdown()
         if self.export_worker is not None:
             self.export_worker.cancel()
             self.export_worker.wait(5000)

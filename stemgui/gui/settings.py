@@ -73,6 +73,15 @@ class AppSettings:
     def segment(self, value: float) -> None:
         self._set("separation/segment", float(value))
 
+    @property
+    def exact_sum(self) -> bool:
+        """"Stems add up to the song": the separation's residual goes into `other` (on unless turned off)."""
+        return self._get("separation/exact_sum", True, bool)
+
+    @exact_sum.setter
+    def exact_sum(self, value: bool) -> None:
+        self._set("separation/exact_sum", bool(value))
+
     # export
     @property
     def output_format(self) -> str:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QDoubleSpinBox,
     QFormLayout,
@@ -92,6 +93,12 @@ class SeparationSettingsPanel(QWidget):
         self.segment_spin.setValue(settings.segment)
         self.segment_spin.valueChanged.connect(lambda v: setattr(settings, "segment", v))
         form.addRow("Segment", self.segment_spin)
+        self.exact_sum_check = QCheckBox("Stems add up to the song")
+        self.exact_sum_check.setChecked(settings.exact_sum)
+        self.exact_sum_check.setToolTip("The part of the song no stem holds goes into 'other', so All sounds exactly "
+                                        "like the original. Off: the model's raw stems.")
+        self.exact_sum_check.toggled.connect(self._on_exact_sum)
+        form.addRow("", self.exact_sum_check)
 
         self.format_combo = QComboBox()
         self.format_combo.addItems(list(EXPORT_FORMATS))
@@ -165,12 +172,22 @@ class SeparationSettingsPanel(QWidget):
         if data and data != self.model_override:
             self.settings.model = data
         card = self.current_card()
-        self.card_label.setText(card_html(card) if card else NO_MODEL_HTML)
+        self.card_label.setText((card_html(card) if card else NO_MODEL_HTML) + self._exact_sum_html())
+
+    def _exact_sum_html(self) -> str:
+        on = self.settings.exact_sum
+        return ("<br><i>Stems add up to the song (residual in 'other').</i>" if on
+                else "<br><i>Raw model stems: they may not add up to the song.</i>")
+
+    def _on_exact_sum(self, on: bool) -> None:
+        self.settings.exact_sum = bool(on)
+        self._on_model_changed()
 
     # ---------------------------------------------------------------------------------------------- settings
     def separation_settings(self) -> SeparationSettings:
         return SeparationSettings(segment=self.settings.segment or None, overlap=self.settings.overlap,
-                                  shifts=self.settings.shifts, device=self.settings.device, batch_size=1)
+                                  shifts=self.settings.shifts, device=self.settings.device, batch_size=1,
+                                  exact_sum=self.settings.exact_sum)
 
     def _choose_folder(self) -> None:
         folder = self.dialogs.choose_folder(self.folder_edit.text())

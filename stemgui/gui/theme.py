@@ -28,7 +28,15 @@ QToolButton#preset:hover {{ background: #33507a; border-color: {ACCENT}; }}
 QLabel#timeLabel {{ color: {TEXT}; font-family: monospace; font-size: 13pt; padding: 0 10px; }}
 QLabel#songLabel {{ color: {MUTED_TEXT}; padding: 0 8px; }}
 QFrame#lane {{ background: {PANEL}; border: 1px solid #262a33; border-radius: 6px; }}
-QFrame#lane[focused="true"] {{ border: 1px solid {ACCENT}; }}
+QFrame#lane[focused="true"] {{ border: 2px solid {ACCENT}; }}
+QFrame#lane[focused="true"] QLabel#laneTitle {{ text-decoration: underline; }}
+QToolButton#zoomButton {{ border: 1px solid #3a3f4b; border-radius: 5px; padding: 2px 8px; color: {TEXT};
+    min-width: 14px; }}
+QToolButton#zoomButton:hover {{ background: {RAISED}; }}
+QScrollBar#timeScroll:horizontal {{ height: 10px; background: {BACKGROUND}; }}
+QScrollBar#timeScroll::handle:horizontal {{ background: #4a4f5c; border-radius: 4px; min-width: 24px; }}
+QScrollBar#timeScroll::handle:horizontal:disabled {{ background: #2a2e38; }}
+QScrollBar#timeScroll::add-line, QScrollBar#timeScroll::sub-line {{ width: 0px; }}
 QWidget#laneHeader {{ background: transparent; }}
 QLabel#laneTitle {{ font-weight: 600; font-size: 11pt; }}
 QLabel#small {{ color: {MUTED_TEXT}; font-size: 8pt; }}

@@ -19,17 +19,19 @@ from typing import Callable
 import numpy as np
 from PySide6.QtCore import QThread, Signal
 
-from stemgui.audio import load_audio
+from stemgui.audio import audio_info, load_audio
 from stemgui.errors import AudioError, Cancelled, StemGUIError
 from stemgui.gui.cache import StemCache, cache_key, file_digest
 from stemgui.gui.export import OverwriteDeclined
 from stemgui.gui.spectrogram import SpectrogramLayout, compute_columns
+from stemgui.gui.waveform import peak_envelope
 from stemgui.models.card import read_card
 from stemgui.separate import CancelToken, Progress, SeparationSettings, Separator, is_out_of_memory
 
 log = logging.getLogger(__name__)
 MIX_NAME = "mix"
 BACKGROUND_NICENESS = 10
+LOW_RATE = 22050  # inputs below this rate get a notice: the stems have nothing above half of it
 
 
 def lower_thread_priority(niceness: int = BACKGROUND_NICENESS) -> None:
@@ -110,6 +112,24 @@ def cache_settings(settings: SeparationSettings) -> dict:
     return {k: d[k] for k in ("segment", "overlap", "shifts", "seed", "exact_sum", "transition_power") if k in d}
 
 
+def input_notes(song: Path, model_rate: int) -> list[str]:
+    """Sentences about what the conversion to the model's stereo / rate does to this input (may be none)."""
+    try:
+        info = audio_info(song)
+    except (StemGUIError, OSError, ValueError) as exc:  # load_audio reports an unreadable file in a moment
+        log.debug("no input notes for %s: %s", song, exc)
+        return []
+    notes = []
+    if info.channels > 2:
+        notes.append(f"{song.name} has {info.channels} channels; they were downmixed to stereo for separation, "
+                     "so the stems and the exports are stereo.")
+    if info.samplerate < LOW_RATE:
+        notes.append(f"{song.name} is sampled at {info.samplerate} Hz: it holds nothing above "
+                     f"{info.samplerate // 2000} kHz, so the stems will sound dull and separate less well "
+                     f"(the model works at {model_rate / 1000:g} kHz).")
+    return notes
+
+
 class SeparationWorker(QThread):
     """Reads the song, loads the model, looks in the cache, separates in time order and fills the cache."""
 
@@ -131,13 +151,21 @@ class SeparationWorker(QThread):
         self.cache = cache if cache is not None else StemCache()
         self.flag = CancelFlag()
         self.session: Session | None = None
-        self.elapsed = 0.0
+        self._t0: float | None = None
+        self._t1: float | None = None
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds since the job started (final once it ended); valid inside its own finished signals."""
+        if self._t0 is None:
+            return 0.0
+        return (self._t1 if self._t1 is not None else time.monotonic()) - self._t0
 
     def cancel(self) -> None:
         self.flag.cancel()
 
     def run(self) -> None:  # noqa: D401 - QThread entry point
-        t0 = time.monotonic()
+        self._t0, self._t1 = time.monotonic(), None
         lower_thread_priority()
         try:
             self._run()
@@ -153,7 +181,7 @@ class SeparationWorker(QThread):
                 log.exception("separating %s failed", self.song)
                 self.failed.emit(f"{self.song.name}: separation failed ({type(exc).__name__}: {exc}).")
         finally:
-            self.elapsed = time.monotonic() - t0
+            self._t1 = time.monotonic()
 
     def _run(self) -> None:
         flag = self.flag
@@ -166,6 +194,7 @@ class SeparationWorker(QThread):
             raise AudioError(f"{self.song}: no such file.")
         if self.song.stat().st_size == 0:
             raise AudioError(f"{self.song.name}: the file is empty.")
+        notes = input_notes(self.song, samplerate)
         wav, _ = load_audio(self.song, samplerate=samplerate, channels=2)
         if wav.shape[-1] == 0:
             raise AudioError(f"{self.song.name}: the file holds no audio samples.")
@@ -178,8 +207,11 @@ class SeparationWorker(QThread):
         audio = np.zeros((len(names), 2, wav.shape[1]), dtype=np.float32)
         audio[0] = wav
         del wav
-        session = Session(self.song, names, audio, samplerate, str(card.get("name", self.model_path.stem)))
+        session = Session(self.song, names, audio, samplerate, str(card.get("name", self.model_path.stem)),
+                          notes=list(notes))
         self.session = session
+        for note in notes:
+            self.notice.emit(note)
         if cached is not None and cached.stems.shape[2] == audio.shape[2] and cached.samplerate == samplerate:
             audio[1:] = cached.stems
             session.available, session.complete, session.from_cache = audio.shape[2], True, True
@@ -202,12 +234,16 @@ class SeparationWorker(QThread):
             self.progress.emit(float(p.fraction), p.eta, p.message)
 
         def on_chunk(start: int, end: int, stems: np.ndarray) -> None:
-            audio[1:, :, start:end] = stems
+            audio[1:, :, start:end] = stems  # a mono model's stems fill both channels of a lane
             session.available = max(session.available, end)
             self.chunk.emit(start, end)
             flag.check()
 
-        separator.separate(audio[0], progress=on_progress, cancel=flag, on_chunk=on_chunk)
+        mix = audio[0]
+        channels = int(getattr(separator, "audio_channels", mix.shape[0]))
+        if channels != mix.shape[0]:  # a mono model (DRNN, U-Net) hears the downmix
+            mix = mix.mean(axis=0, keepdims=True) if channels == 1 else mix[:channels]
+        separator.separate(mix, progress=on_progress, cancel=flag, on_chunk=on_chunk)
         flag.check()
         session.complete = True
         self.progress.emit(1.0, 0.0, "Separated")
@@ -224,6 +260,7 @@ class SpectrogramWorker(QThread):
     """Computes spectrogram columns for (lane, region) requests in order; results go back by signal."""
 
     columns_ready = Signal(int, int, int, object)  # generation, lane, first column, image (rows, n)
+    waveform_ready = Signal(int, int, object, object)  # generation, lane, x seconds, y (interleaved min/max)
     idle = Signal(int)  # generation: queue drained
 
     def __init__(self, parent=None):
@@ -237,7 +274,13 @@ class SpectrogramWorker(QThread):
         if stop > first:
             self._queue.put((generation, lane, audio, layout, first, stop))
 
+    def request_waveform(self, generation: int, lane: int, audio: np.ndarray, samplerate: int, upto: int) -> None:
+        """The peak envelope of `audio`'s first `upto` samples for `lane`'s waveform view."""
+        self._queue.put((generation, lane, audio, samplerate, None, upto))
+
     def stop(self) -> None:
+        """Drop what is queued (a long song's pictures can be many seconds of work) and end the thread."""
+        self.generation = -1  # every queued job is now stale: skipped, and a running one stops after its piece
         self._queue.put(None)
         self.wait(5000)
 
@@ -252,7 +295,13 @@ class SpectrogramWorker(QThread):
             if job is None:
                 return
             generation, lane, audio, layout, first, stop = job
-            if generation == self.generation:
+            if generation == self.generation and first is None:  # a waveform: `layout` is the sample rate
+                try:
+                    x, y = peak_envelope(audio, layout, stop)
+                    self.waveform_ready.emit(generation, lane, x, y)
+                except Exception:  # noqa: BLE001 - a picture failing must never take the app down
+                    log.exception("waveform of lane %d failed", lane)
+            elif generation == self.generation:
                 try:
                     step = 128  # small pieces: the lane fills in visibly, the queue stays responsive
                     for c0 in range(first, stop, step):
