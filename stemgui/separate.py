@@ -22,7 +22,7 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, TypeVar
 
 import numpy as np
 import torch
@@ -32,6 +32,7 @@ from stemgui.devices import pick_device
 from stemgui.errors import Cancelled, StemGUIError
 from stemgui.models.bag import is_bag
 
+_T = TypeVar("_T")
 MAX_SHIFT_SECONDS = 0.5
 MAX_INFLIGHT_SECONDS = 30.0  # audio seconds processed at once on a CPU (bounds the activation memory)
 
@@ -235,23 +236,33 @@ class Separator:
             raise StemGUIError("the audio is empty (0 samples)")
         if not torch.isfinite(mix).all():
             raise StemGUIError("the audio contains NaN or infinite samples")
+        return self._with_memory_fallback(
+            lambda scale: self._run(mix, self.member_segments(scale), progress, cancel, on_chunk, keep_output),
+            progress)
+
+    def _with_memory_fallback(self, attempt: Callable[[float], _T], progress: ProgressFn | None,
+                              can_retry: bool = True) -> _T:
+        """Run `attempt(segment_scale)`; on out-of-memory retry once with half the segment, then on the CPU.
+
+        Each retry is announced through `progress` (a `Progress` with `fallback=True`); anything else is raised.
+        """
         plan = [(self.device, 1.0), (self.device, 0.5)]
         if self.device.type != "cpu":
             plan.append((torch.device("cpu"), 0.5))
-        for attempt, (device, scale) in enumerate(plan):
+        for index, (device, scale) in enumerate(plan):
             if device != self.device:
                 self._empty_cache()
                 self.device = device
                 self.model.to(device)
             try:
-                return self._run(mix, self.member_segments(scale), progress, cancel, on_chunk, keep_output)
+                return attempt(scale)
             except Cancelled:
                 raise
             except Exception as exc:  # noqa: BLE001 - only out-of-memory is handled, the rest re-raised
-                if not is_out_of_memory(exc) or attempt == len(plan) - 1:
+                if not is_out_of_memory(exc) or index == len(plan) - 1 or not can_retry:
                     raise
                 self._empty_cache()
-                nxt_device, nxt_scale = plan[attempt + 1]
+                nxt_device, nxt_scale = plan[index + 1]
                 nxt_segment = self.member_segments(nxt_scale)[0]
                 note = (f"out of memory on {self.device}; retrying with {nxt_segment:.1f} s segments"
                         + ("" if nxt_device == self.device else f" on the {nxt_device.type.upper()}"))
@@ -519,21 +530,15 @@ class Separator:
         if total_length <= 0:
             raise StemGUIError("the audio is empty (0 samples)")
         reopen = blocks if callable(blocks) else None
-        plan = [(self.device, 1.0), (self.device, 0.5)]
-        if self.device.type != "cpu":
-            plan.append((torch.device("cpu"), 0.5))
-        for attempt, (device, scale) in enumerate(plan):
-            if device != self.device:
-                self._empty_cache()
-                self.device = device
-                self.model.to(device)
+
+        def attempt(scale: float) -> None:
             segments = self.member_segments(scale)
             source = reopen() if reopen is not None else blocks
             max_segment = max(int(round(seg * self.samplerate)) for seg in segments)
             behind = 2 * max_segment + int(MAX_SHIFT_SECONDS * self.samplerate) + self.samplerate
             mix = _StreamedMix(source, self.audio_channels, total_length, behind)
 
-            def emit(start: int, end: int, region: np.ndarray, mix: _StreamedMix = mix) -> None:
+            def emit(start: int, end: int, region: np.ndarray) -> None:
                 if on_chunk is not None:
                     if with_mix:
                         on_chunk(start, end, region, mix[..., start:end].numpy())
@@ -543,22 +548,11 @@ class Separator:
 
             try:
                 self._run(mix, segments, progress, cancel, emit, False)
-                return None
-            except Cancelled:
-                raise
-            except Exception as exc:  # noqa: BLE001 - only out-of-memory is handled, the rest re-raised
-                if not is_out_of_memory(exc) or attempt == len(plan) - 1 or reopen is None:
-                    raise
-                self._empty_cache()
-                nxt_device, nxt_scale = plan[attempt + 1]
-                nxt_segment = self.member_segments(nxt_scale)[0]
-                note = (f"out of memory on {self.device}; retrying with {nxt_segment:.1f} s segments"
-                        + ("" if nxt_device == self.device else f" on the {nxt_device.type.upper()}"))
-                if progress:
-                    progress(Progress(0.0, None, note, fallback=True))
             finally:
                 mix.close()
-        raise AssertionError("unreachable")
+
+        self._with_memory_fallback(attempt, progress, can_retry=reopen is not None)
+        return None
 
 
 class _StreamedMix:
