@@ -152,6 +152,20 @@ def test_dry_run_leaves_fixed_segment_models_as_they_were():
     assert model.segment == 2.0 and model.init_kwargs["segment"] == 2.0
 
 
+def test_a_configuration_that_passed_is_not_dry_run_again(monkeypatch):
+    """A bag of four HTDemucs paid four forwards on every load; the verdict depends only on the arguments."""
+    from stemgui.models import check
+
+    args = {**SMALL["hdemucs"], "depth": 5}
+    check_model_config("hdemucs", SOURCES, args)
+    calls = []
+    monkeypatch.setattr(check, "dry_run", lambda model, seconds=0.5: calls.append(seconds))
+    check_model_config("hdemucs", SOURCES, args)
+    assert calls == []
+    check_model_config("hdemucs", SOURCES, {**args, "channels": 5})  # another configuration is still run
+    assert calls == [0.5]
+
+
 def test_card_whose_arguments_cannot_run_is_refused_naming_the_file(tmp_path):
     from stemgui.models.architectures import build_model
     from stemgui.models.card import load_model, save_model

@@ -176,7 +176,7 @@ def model_purpose(card: dict) -> str:
     training = card.get("training") or {}
     if card.get("name") == "default":
         return ("A small separator trained here on synthetic songs: it works offline but separates coarsely "
-                "(drums bleed into the vocals). Much better models are one click away: Get models….")
+                "(drums bleed into the vocals). Much better models are one click away: Models ▸ Get models…")
     if isinstance(training, dict) and training.get("base_model_name"):
         return f"Fine-tuned from '{training['base_model_name']}' on your own stems."
     if isinstance(training, dict) and training.get("imported_from"):

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from stemgui.errors import Cancelled, DownloadError, ModelError
+from stemgui.errors import Cancelled, ModelError
 from stemgui.paths import resources_dir, user_data_dir, user_models_dir
 
 __all__ = ["CATALOG_FORMAT", "Catalog", "CatalogEntry", "DownloadProgress", "get_model", "load_catalog"]
@@ -212,7 +212,3 @@ def get_model(name: str, *, catalog: Catalog | None = None, progress: ProgressFn
     log.info("installed %s as %s", entry.name, path)
     return path
 
-
-def check_offline_error(exc: DownloadError) -> str:
-    """The one line to show when a download fails (kept for callers that add a hint)."""
-    return str(exc)

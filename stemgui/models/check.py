@@ -13,6 +13,7 @@ by a file name for cards.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from typing import Any, Callable, Sequence
@@ -27,6 +28,8 @@ __all__ = ["RULES", "check_model_config", "dry_run"]
 log = logging.getLogger(__name__)
 
 Rule = Callable[[list[str], dict[str, Any]], "str | None"]
+# configurations whose dry run passed in this process (the forward depends on the arguments, not the weights)
+_PASSED_DRY_RUNS: set[str] = set()
 
 
 def _get(args: dict[str, Any], name: str, default: Any) -> Any:
@@ -313,6 +316,9 @@ def check_model_config(architecture: str, sources: Sequence[str], args: dict[str
                 text = text.replace(f"{where}: ", f"{where} ", 1)
             raise ModelError(text) from None
     seconds = 0.5 if segment is None else min(0.5, float(segment))
+    verdict_key = json.dumps([architecture, sources, dict(args), seconds], sort_keys=True, default=str)
+    if verdict_key in _PASSED_DRY_RUNS:  # a bag of four HTDemucs would pay four forwards on every load
+        return model
     try:
         dry_run(model, seconds)
     except Exception as exc:  # noqa: BLE001 - the safety net: any failure of a tiny forward is a config error
@@ -321,4 +327,5 @@ def check_model_config(architecture: str, sources: Sequence[str], args: dict[str
         log.debug("dry run of %s failed", architecture, exc_info=True)
         raise ModelError(f"{where} {_settings_text(dict(args), keys)}: this {architecture} configuration cannot "
                          f"run on a {seconds:g} s input ({first})") from None
+    _PASSED_DRY_RUNS.add(verdict_key)
     return model

@@ -25,7 +25,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from stemgui.models.masking import context_frames, reconstruct, stft
+from stemgui.models.masking import check_frames, context_frames, reconstruct, stft
 
 __all__ = ["DRNN"]
 
@@ -50,10 +50,7 @@ class DRNN(nn.Module):
         hop = int(hop) or int(nfft) // 2
         if len(sources) < 1:
             raise ValueError("at least one source is needed")
-        if nfft < 2 or nfft % 2:
-            raise ValueError(f"nfft={nfft}: must be even")
-        if not 0 < hop < nfft:
-            raise ValueError(f"hop={hop}: must be in 1..nfft - 1 (Hann frames must overlap)")
+        check_frames(nfft, hop)
         if layers < 1 or hidden < 1 or context < 0:
             raise ValueError("layers and hidden must be >= 1, context >= 0")
         if not stacked and not 0 <= recurrent <= layers:

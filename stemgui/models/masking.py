@@ -13,7 +13,15 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["stft", "istft", "reconstruct", "context_frames"]
+__all__ = ["check_frames", "stft", "istft", "reconstruct", "context_frames"]
+
+
+def check_frames(nfft: int, hop: int) -> None:
+    """Refuse STFT settings the masking pipeline cannot invert (one line naming the setting)."""
+    if nfft < 2 or nfft % 2:
+        raise ValueError(f"nfft={nfft}: must be even")
+    if not 0 < hop < nfft:
+        raise ValueError(f"hop={hop}: must be in 1..nfft - 1 (Hann frames must overlap)")
 
 
 def _window(nfft: int, x: torch.Tensor) -> torch.Tensor:

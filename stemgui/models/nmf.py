@@ -24,7 +24,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from stemgui.models.masking import reconstruct, stft
+from stemgui.models.masking import check_frames, reconstruct, stft
 
 __all__ = ["NMF", "beta_divergence", "update_activations", "update_dictionary"]
 
@@ -82,10 +82,7 @@ class NMF(nn.Module):
                  beta: float = 1.0, iterations: int = 50, fit_iterations: int = 100, power: float = 2.0,
                  seed: int = 0) -> None:
         super().__init__()
-        if nfft < 2 or nfft % 2:
-            raise ValueError(f"nfft={nfft}: must be even")
-        if not 0 < hop < nfft:
-            raise ValueError(f"hop={hop}: must be in 1..nfft - 1 (Hann frames must overlap)")
+        check_frames(nfft, hop)
         if components < 1 or iterations < 1 or fit_iterations < 1:
             raise ValueError("components, iterations and fit_iterations must be >= 1")
         if power <= 0:
