@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from stemgui.errors import ConfigError, ModelError
+from stemgui.errors import ModelError
 from stemgui.models.card import CARD_FORMAT, card_path, read_card, save_model
 from stemgui.models.hdemucs import HDemucs
 from stemgui.train.surgery import (
@@ -116,6 +116,26 @@ def test_any_registered_architecture_is_a_base_model(architecture, tmp_path):
     torch.testing.assert_close(part[:, 1], full[:, 0], atol=1e-5, rtol=1e-4)
 
 
+def test_one_module_per_source_is_mapped_by_name_and_a_16khz_base_is_not_refused(tmp_path):
+    """DRNN keeps one output layer per source (`heads.K.`), not slices of one tensor; a 16 kHz base model is
+    fine-tuned from 44.1 kHz data (the trainer converts the data to the model's rate)."""
+    from stemgui.models.architectures import build_model
+    from stemgui.train.surgery import source_layout
+
+    torch.manual_seed(0)
+    base = build_model("drnn", ["vocals", "accompaniment"], {"hidden": 8, "nfft": 64})
+    save_model(base, tmp_path / "base.safetensors", {"name": "base"})
+    dims, templates = source_layout("drnn", SOURCES, {"hidden": 8, "nfft": 64})
+    assert templates == ["heads.{}.bias", "heads.{}.weight"] and dims == {}
+    model, note = finetune_generator(str(tmp_path / "base.safetensors"), SOURCES, segment=1.0, samplerate=44100)
+    assert note["mapped_sources"] == ["vocals"] and model.samplerate == 16000
+    torch.testing.assert_close(model.heads[3].weight, base.heads[0].weight)  # vocals: copied from the base
+    assert not torch.equal(model.heads[0].weight, base.heads[1].weight)  # drums: fresh, not accompaniment's
+    for name, tensor in base.state_dict().items():  # every shared layer copied unchanged
+        if not name.startswith("heads."):
+            torch.testing.assert_close(model.state_dict()[name], tensor)
+
+
 def test_map_sources_refuses_disjoint_sources_and_other_architectures():
     base = _tiny(0)
     other = HDemucs(["piano"], **ARGS)
@@ -146,8 +166,9 @@ def test_a_plain_model_is_its_own_base(tmp_path):
     assert "sources" not in loaded.args and loaded.state.keys() == base.state_dict().keys()
     with pytest.raises(ModelError, match="not a bag"):
         load_base_model(f"{tmp_path / 'base.safetensors'}:0")
-    with pytest.raises(ConfigError, match="runs at 44100 Hz, data.samplerate is 48000"):
-        finetune_generator(str(tmp_path / "base.safetensors"), SOURCES, segment=1.0, samplerate=48000)
+    # data at another rate are converted to the model's on the fly (as when training from scratch)
+    model, _ = finetune_generator(str(tmp_path / "base.safetensors"), SOURCES, segment=1.0, samplerate=48000)
+    assert model.samplerate == 44100
 
 
 @pytest.mark.parametrize("member", [0, 1])

@@ -20,12 +20,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from stemgui.errors import ConfigError, ModelError
+from stemgui.errors import ModelError
 from stemgui.models.architectures import build_model
 from stemgui.models.check import check_model_config
 
 __all__ = ["BaseModel", "finetune_generator", "freeze_encoder_layers", "load_base_model", "map_sources",
-           "source_dims", "split_member"]
+           "source_dims", "source_layout", "split_member"]
 
 log = logging.getLogger(__name__)
 
@@ -111,11 +111,12 @@ def _bag_member(spec: str, card: dict[str, Any], state: dict[str, torch.Tensor],
                      samplerate, member_state, member)
 
 
-def source_dims(architecture: str, sources: Sequence[str], args: dict[str, Any],
-                model: nn.Module | None = None) -> dict[str, int]:
-    """Which tensors hold per-source slices, and along which dimension.
+def source_layout(architecture: str, sources: Sequence[str], args: dict[str, Any],
+                  model: nn.Module | None = None) -> tuple[dict[str, int], list[str]]:
+    """Which tensors are per source: slices along one dimension (`dims`: key -> dimension) and whole modules
+    per source (`templates`: keys with the source's index as `{}`, e.g. DRNN's `heads.{}.weight`).
 
-    Found by building the architecture with a probe source added and comparing shapes, so it holds for any
+    Found by building the architecture with a probe source added and comparing, so it holds for any
     architecture; `model` (already built for `sources`) saves one of the two builds.
     """
     with torch.random.fork_rng(devices=[]):  # the probe builds leave the caller's random stream untouched
@@ -126,26 +127,58 @@ def source_dims(architecture: str, sources: Sequence[str], args: dict[str, Any],
         diff = [d for d in range(value.dim()) if value.shape[d] != b[key].shape[d]]
         if diff:
             dims[key] = diff[0]
-    return dims
+    probe_index = re.compile(rf"(^|\.){len(sources)}(\.|$)")
+    templates = sorted({probe_index.sub(lambda m: f"{m[1]}{{}}{m[2]}", key, count=1)
+                        for key in b if key not in a and probe_index.search(key)})
+    return dims, templates
+
+
+def source_dims(architecture: str, sources: Sequence[str], args: dict[str, Any],
+                model: nn.Module | None = None) -> dict[str, int]:
+    """The tensors holding per-source slices, and along which dimension (see `source_layout`)."""
+    return source_layout(architecture, sources, args, model)[0]
+
+
+def _per_source_key(key: str, templates: Sequence[str]) -> tuple[str, int] | None:
+    """`heads.2.weight` with template `heads.{}.weight` -> (template, 2); None for a shared tensor."""
+    for template in templates:
+        head, _, tail = template.partition("{}")
+        middle = key[len(head):len(key) - len(tail)] if key.startswith(head) and key.endswith(tail) else ""
+        if middle.isdigit() and len(key) > len(head) + len(tail):
+            return template, int(middle)
+    return None
 
 
 def map_sources(model: nn.Module, base_state: dict[str, torch.Tensor], base_sources: list[str],
-                sources: list[str], dims: dict[str, int]) -> list[str]:
+                sources: list[str], dims: dict[str, int], templates: Sequence[str] = ()) -> list[str]:
     """Load `base_state` into `model`, mapping per-source slices by name; returns the sources copied.
 
-    Output layers stack sources source-major along one dimension (`dims`); slices of sources both models share
-    are copied, the others keep their fresh initialisation; every other tensor is copied unchanged.
+    Output layers stack sources source-major along one dimension (`dims`) or hold one module per source
+    (`templates`); the parts of sources both models share are copied, the others keep their fresh
+    initialisation; every other tensor is copied unchanged.
     """
     shared = [s for s in sources if s in base_sources]
     if not shared:
         raise ModelError(f"the base model's sources {base_sources} share none with {sources}")
     target = model.state_dict()
-    extra = [key for key in base_state if key not in target]
+    extra = [key for key in base_state if key not in target and _per_source_key(key, templates) is None]
     if extra:
         raise ModelError(f"the base model has {len(extra)} tensors this architecture lacks, e.g. '{extra[0]}' "
                          "(different architecture)")
     new_state = {}
     for key, value in target.items():
+        per_source = _per_source_key(key, templates)
+        if per_source is not None:  # one module per source: the base's module of the same source, if any
+            template, index = per_source
+            name = sources[index]
+            base_key = template.format(base_sources.index(name)) if name in base_sources else None
+            if base_key is None:
+                new_state[key] = value
+                continue
+            if base_key not in base_state or base_state[base_key].shape != value.shape:
+                raise ModelError(f"tensor '{base_key}' of the base model does not fit '{key}' (different architecture)")
+            new_state[key] = base_state[base_key]
+            continue
         if key not in base_state:
             raise ModelError(f"the base model lacks the tensor '{key}' (different architecture)")
         base = base_state[key]
@@ -186,13 +219,14 @@ def finetune_generator(spec: str, sources: Sequence[str], *, segment: float, sam
                        freeze_encoder: int = 0) -> tuple[nn.Module, dict[str, Any]]:
     """The generator a fine-tune starts from (base weights, sources mapped by name) and the card's note on it."""
     base = load_base_model(spec)
-    if base.samplerate != samplerate:
-        raise ConfigError(f"{spec}: the base model runs at {base.samplerate} Hz, data.samplerate is {samplerate}")
+    if base.samplerate != samplerate:  # the trainer reads the data at the model's own rate (DRNN: 16 kHz mono)
+        log.info("%s runs at %d Hz: the data (data.samplerate %d) are converted on the fly", spec,
+                 base.samplerate, samplerate)
     sources = list(sources)
     args = dict(base.args, segment=segment)
     model = check_model_config(base.architecture, sources, args, segment=segment, where=f"base model {spec}:")
-    dims = {} if base.sources == sources else source_dims(base.architecture, sources, args, model)
-    shared = map_sources(model, base.state, base.sources, sources, dims)
+    dims, templates = ({}, []) if base.sources == sources else source_layout(base.architecture, sources, args, model)
+    shared = map_sources(model, base.state, base.sources, sources, dims, templates)
     frozen = freeze_encoder_layers(model, freeze_encoder)
     log.info("fine-tuning %s (%s%s): sources %s mapped, %d encoder layers frozen", spec, base.architecture,
              f", bag member {base.member}" if base.member is not None else "", shared, frozen)
