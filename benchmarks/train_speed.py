@@ -35,6 +35,10 @@ SIZES: dict[str, dict[str, dict[str, Any]]] = {
     "waveunet": {"tiny": {"levels": 6, "features": 8}, "small": {"levels": 12, "features": 12}},
     "convtasnet": {"tiny": {"N": 64, "B": 32, "H": 64, "X": 4, "R": 1},
                    "small": {"N": 128, "B": 128, "H": 256, "X": 8, "R": 2}},
+    # the masking models: `small` is the size the MIR-1K run used (drnn) or half the paper's width (unet)
+    "drnn": {"tiny": {"hidden": 64}, "small": {"hidden": 500}},
+    "unet": {"tiny": {"channels": 4}, "small": {"channels": 8}},
+    "nmf": {"tiny": {"components": 8, "fit_iterations": 10}, "small": {"components": 32}},
 }
 
 
@@ -66,11 +70,13 @@ def time_preset(dataset: str, preset: str, args: argparse.Namespace, workdir: Pa
     items = [data[i] for i in range(args.batch_size)]
     mix = torch.stack([item[0] for item in items])
     stems = torch.stack([item[1] for item in items])
-    trainer.train_step(mix, stems)  # warm-up (allocations, D start)
+    # NMF is trained by fitting its dictionaries, not by gradient steps: time one `fit` on the batch instead
+    step = (lambda: trainer.G.fit(stems)) if trainer.opt_g is None else (lambda: trainer.train_step(mix, stems))
+    step()  # warm-up (allocations, D start)
     times = []
     for _ in range(args.steps):
         started = time.perf_counter()
-        trainer.train_step(mix, stems)
+        step()
         times.append(time.perf_counter() - started)
     per_step = sorted(times)[len(times) // 2]
     return {"s_per_step_median": round(per_step, 3), "steps_per_s": round(1 / per_step, 4),
