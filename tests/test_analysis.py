@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from stemgui.audio.analysis import Key, analyse, estimate_key, estimate_tempo
+from stemgui.audio.analysis import Analysis, Key, analyse, estimate_key, estimate_tempo
 
 SR = 44100
 
@@ -64,3 +64,64 @@ def test_transposed_key_name_and_description():
     assert a.bpm == pytest.approx(100.0, rel=0.03)
     assert a.describe(tempo=0.9, semitones=2).endswith("D major")
     assert "≈ 90 BPM" in a.describe(tempo=0.9)
+
+
+# ---- the key estimate of issue 13's leftovers: tuning, percussion, stems, confidence and a named runner-up
+def detuned(progression, cents: float):
+    return [[n + cents / 100 for n in chord] for chord in progression]
+
+
+@pytest.mark.parametrize("cents", [30.0, -40.0])
+def test_tuning_is_estimated_and_a_detuned_song_keeps_its_key(cents):
+    from stemgui.audio.analysis import _mono, pitch_spectrogram
+
+    x = chords(detuned(C_MAJOR, cents))
+    _spec, tuning = pitch_spectrogram(_mono(x, SR))
+    assert tuning == pytest.approx(cents / 100, abs=0.03)
+    key = estimate_key(x, SR)
+    assert key.name == "C major" and key.confidence > 0.8
+
+
+def test_loud_drums_do_not_move_the_key():
+    x = chords(A_MINOR)[:, :16 * SR] + 3.0 * clicks(100.0, 16.0)[:, :16 * SR]
+    assert estimate_key(x, SR).name == "A minor"
+
+
+def test_key_from_the_pitched_stems_and_tempo_from_the_mix():
+    from stemgui.audio.analysis import analyse_key, stems_mono_sum
+
+    drums = clicks(100.0, 16.0)[:, :16 * SR]
+    harmony = chords(A_MINOR)[:, :16 * SR]
+    a = analyse(drums + harmony, SR, pitched=harmony)
+    assert a.key_source == "stems" and a.key.name == "A minor"
+    assert a.bpm == pytest.approx(100.0, rel=0.03)  # from the mix: the stems have no drums
+    lanes = np.stack([drums + harmony, drums, harmony, 0.5 * harmony])  # mix, drums, other, vocals
+    mono = stems_mono_sum(lanes, [2, 3], SR)
+    np.testing.assert_allclose(mono, 1.5 * harmony.mean(axis=0), atol=1e-6)
+    assert analyse_key(mono, SR).name == "A minor"
+    assert stems_mono_sum(lanes, [2], SR, max_seconds=4.0).shape == (4 * SR,)  # the middle only
+
+
+def test_confidence_is_a_probability_and_a_close_runner_up_is_named():
+    from stemgui.audio.analysis import ALTERNATIVE_RATIO, KEY_TEMPERATURE, key_from_scores
+
+    scores = np.full((2, 12), 0.1)
+    scores[0, 0] = 0.90  # C major
+    clear = key_from_scores(scores)
+    assert clear.name == "C major" and clear.alternative is None and 0.9 < clear.confidence <= 1.0
+    close = scores.copy()
+    close[1, 9] = 0.90 - 0.5 * KEY_TEMPERATURE  # A minor, exp(-0.5) ≈ 0.61 as likely
+    key = key_from_scores(close)
+    assert key.name == "C major" and key.alternative is not None and key.alternative.name == "A minor"
+    assert np.exp(-0.5) > ALTERNATIVE_RATIO
+    assert key.confidence + key.alternative.confidence <= 1.0 and key.confidence < clear.confidence
+    assert key.label == "C major (or A minor)"
+    assert key.transposed(-3).label == "A major (or F# minor)"
+    a = Analysis(120.0, 0.8, key)
+    assert a.describe(semitones=2) == "≈ 120 BPM · D major (or B minor)"
+    assert key_from_scores(np.zeros((2, 12))).confidence == 0.0  # silence: no key claimed
+
+
+def test_a_clear_cadence_is_confident():
+    key = estimate_key(chords(C_MAJOR), SR)
+    assert key.name == "C major" and key.confidence > 0.8 and key.alternative is None

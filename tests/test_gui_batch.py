@@ -45,6 +45,12 @@ class GatedSeparator:
             progress(Progress(b / total, 0.0, "separating"))
         return None
 
+    def separate_stream(self, blocks, total_length, progress=None, cancel=None, on_chunk=None):
+        """The worker's streaming entry point: the same gated chunks over the concatenated blocks."""
+        blocks = blocks() if callable(blocks) else blocks
+        wav = np.concatenate(list(blocks), axis=1)[:, :total_length]
+        return self.separate(wav, progress, cancel, on_chunk)
+
 
 @pytest.fixture
 def fake(monkeypatch):
@@ -181,3 +187,131 @@ def test_delete_on_the_queue_cancels_the_selected_song(qtbot, window, fake, tmp_
     with qtbot.waitSignal(window.batch.all_finished, timeout=TIMEOUT_MS):
         fake.gate.set()
     assert states(window) == [JobState.DONE, JobState.CANCELLED, JobState.DONE]
+
+
+# ---- one separation scheduler for the queue and the window (issue 13 leftover c)
+class TimelineSeparator(GatedSeparator):
+    """A GatedSeparator that records (frames, event) in order, to tell which song computed when."""
+
+    def __init__(self):
+        super().__init__()
+        self.events: list[tuple[int, str]] = []
+        self.lock = threading.Lock()
+
+    def separate(self, wav, progress=None, cancel=None, on_chunk=None):
+        frames = wav.shape[1]
+        with self.lock:
+            self.events.append((frames, "start"))
+
+        def chunk(a, b, stems):
+            with self.lock:
+                self.events.append((frames, "chunk"))
+            on_chunk(a, b, stems)
+
+        try:
+            return super().separate(wav, progress, cancel, chunk)
+        finally:
+            with self.lock:
+                self.events.append((frames, "end"))
+
+
+@pytest.fixture
+def timeline(monkeypatch):
+    sep = TimelineSeparator()
+    monkeypatch.setattr(workers, "get_separator", lambda *_a: sep)
+    return sep
+
+
+def frames_of(seconds: float) -> int:
+    return int(round(seconds * 44100))
+
+
+def test_opening_a_song_separating_in_the_queue_waits_for_it_and_opens_from_the_cache(qtbot, window, timeline,
+                                                                                      tmp_path):
+    songs = [write_song(tmp_path / "run.wav", 1.0, 101), write_song(tmp_path / "later.wav", 1.5, 102)]
+    timeline.gate = threading.Event()
+    drop_many(window, songs)
+    qtbot.waitUntil(lambda: states(window)[0] is JobState.RUNNING, timeout=TIMEOUT_MS)
+    window.batch_panel.select_row(1)
+    assert window.open_song(songs[0])  # the song the queue is separating: not started a second time
+    assert window.worker is None and window.batch.direct is None
+    assert window.batch_panel.selected_jobs() == [window.batch.model.jobs[0]]  # jumped to its entry
+    assert window.batch.model.index(0, 1).data() == "Separating (opens when done)"
+    assert "batch queue" in window.statusBar().currentMessage()
+    with qtbot.waitSignal(window.separation_done, timeout=TIMEOUT_MS) as blocker:
+        timeline.gate.set()
+    assert blocker.args == [True]
+    assert window.session.path == songs[0] and window.session.from_cache
+    qtbot.waitUntil(lambda: not window.batch.running, timeout=TIMEOUT_MS)
+    assert [f for f, e in timeline.events if e == "start"] == [frames_of(1.0), frames_of(1.5)]  # each once
+
+
+def test_opening_a_queued_song_runs_it_next_then_opens_it(qtbot, window, timeline, tmp_path):
+    songs = [write_song(tmp_path / f"n{i}.wav", 1.0 + 0.25 * i, 110 + i) for i in range(3)]
+    timeline.gate = threading.Event()
+    drop_many(window, songs)
+    qtbot.waitUntil(lambda: states(window)[0] is JobState.RUNNING, timeout=TIMEOUT_MS)
+    assert window.open_song(songs[2])
+    assert window.batch.model.index(2, 1).data() == "Next (opens when done)"
+    assert window.batch_panel.selected_jobs() == [window.batch.model.jobs[2]]
+    with qtbot.waitSignal(window.separation_done, timeout=TIMEOUT_MS) as blocker:
+        timeline.gate.set()
+    assert blocker.args == [True] and window.session.path == songs[2] and window.session.from_cache
+    qtbot.waitUntil(lambda: not window.batch.running and states(window)[1] is JobState.DONE, timeout=TIMEOUT_MS)
+    assert [f for f, e in timeline.events if e == "start"] == [frames_of(1.0), frames_of(1.5), frames_of(1.25)]
+    # opening another song drops the wish: a song asked for earlier does not open by itself later
+    assert window.batch.model.jobs[2].open_when_done is False
+
+
+def test_a_song_opened_directly_pauses_the_queue_and_runs_alone(qtbot, window, timeline, tmp_path):
+    queued = [write_song(tmp_path / f"b{i}.wav", 1.0 + 0.25 * i, 120 + i) for i in range(2)]
+    direct = write_song(tmp_path / "direct.wav", 2.0, 130)
+    timeline.gate = threading.Event()
+    drop_many(window, queued)
+    qtbot.waitUntil(lambda: states(window)[0] is JobState.RUNNING, timeout=TIMEOUT_MS)
+    assert window.open_song(direct)
+    # the queue's song is paused (back in the queue, not cancelled) and nothing else starts while direct runs
+    qtbot.waitUntil(lambda: not window.batch.running, timeout=TIMEOUT_MS)
+    assert states(window) == [JobState.QUEUED, JobState.QUEUED]
+    assert "Paused for direct.wav" in window.batch.model.index(0, 0).data(Qt.ToolTipRole)
+    assert window.batch.direct is window.worker and window.worker.isRunning()
+    with qtbot.waitSignal(window.separation_done, timeout=TIMEOUT_MS) as blocker:
+        timeline.gate.set()
+    assert blocker.args == [True] and window.session.path == direct and not window.session.from_cache
+    with qtbot.waitSignal(window.batch.all_finished, timeout=TIMEOUT_MS):
+        pass  # the queue resumes by itself once the window's song is done
+    assert states(window) == [JobState.DONE, JobState.DONE]
+    d, b0, b1 = frames_of(2.0), frames_of(1.0), frames_of(1.25)
+    starts = [f for f, e in timeline.events if e == "start"]
+    assert starts == [b0, d, b0, b1]  # the paused song is separated again after the window's one
+    # while the window's song computed, the paused one produced no chunk (one separation at a time)
+    first_direct = timeline.events.index((d, "start"))
+    direct_end = timeline.events.index((d, "end"))
+    assert (b0, "chunk") not in timeline.events[first_direct:direct_end]
+    assert (b0, "end") in timeline.events[:direct_end]  # the paused one had ended before the window's ended
+
+
+def test_a_song_done_in_the_queue_opened_from_file_open_comes_from_the_cache(qtbot, window, timeline, tmp_path):
+    song = write_song(tmp_path / "done.wav", 1.0, 140)
+    with qtbot.waitSignal(window.batch.all_finished, timeout=TIMEOUT_MS):
+        drop_many(window, [song, write_song(tmp_path / "other.wav", 1.5, 141)])
+    with qtbot.waitSignal(window.separation_done, timeout=TIMEOUT_MS) as blocker:
+        window.open_song(song)
+    assert blocker.args == [True] and window.session.from_cache
+    assert len([e for e in timeline.events if e[1] == "start"]) == 2
+
+
+def test_queueing_the_song_being_separated_in_the_window_does_not_separate_it_again(qtbot, window, timeline,
+                                                                                    tmp_path):
+    song, other = write_song(tmp_path / "open.wav", 1.0, 150), write_song(tmp_path / "next.wav", 1.5, 151)
+    timeline.gate = threading.Event()
+    assert window.open_song(song)
+    qtbot.waitUntil(lambda: any(e == "start" for _f, e in timeline.events), timeout=TIMEOUT_MS)
+    drop_many(window, [song, other])
+    qtbot.wait(200)
+    assert states(window) == [JobState.QUEUED, JobState.QUEUED] and not window.batch.running  # it waits
+    with qtbot.waitSignal(window.batch.all_finished, timeout=TIMEOUT_MS):
+        timeline.gate.set()
+    assert states(window) == [JobState.DONE, JobState.DONE]
+    # the window's separation filled the cache: the queue's entry for the same song came from there
+    assert [f for f, e in timeline.events if e == "start"] == [frames_of(1.0), frames_of(1.5)]

@@ -1,9 +1,18 @@
 """Drag stems out (issue 13 item 7): dragging a lane's name exports the stem on the fly to the configured folder
-and format with ordinary file permissions, and hands the file to the drop target as a URL."""
+and format with ordinary file permissions, and hands the file to the drop target as a URL.
+
+The last test drags for real: under Xvfb, the app window and a separate drop-target process, the mouse driven
+by xdotool, the file URL delivered by X11's drag-and-drop protocol (XDND) between the two processes."""
 
 from __future__ import annotations
 
 import os
+import queue
+import shutil
+import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +23,9 @@ pytest.importorskip("pytestqt")
 
 from PySide6.QtCore import QPoint, Qt  # noqa: E402
 from PySide6.QtGui import QDrag  # noqa: E402
-from test_gui_app import SR, separate, settings, songs, window  # noqa: E402,F401 - fixtures
+from test_gui_app import SR, separate, settings, songs, window, write_song  # noqa: E402,F401 - fixtures
+
+TESTS = Path(__file__).parent
 
 
 @pytest.fixture
@@ -96,3 +107,127 @@ def test_the_mix_lane_is_not_a_drag_source_and_nothing_is_dragged_before_separat
     drag_title(qtbot, window.lanes[0])
     drag_title(qtbot, window.lanes[1])  # blank lanes: no song yet
     assert drags == []
+
+
+# ---- a real drag between two X11 processes
+class LineReader:
+    """Collects a child process's stdout lines in a thread, so the test can wait for one with a timeout."""
+
+    def __init__(self, proc: subprocess.Popen):
+        self.proc, self.lines = proc, queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.put(line.rstrip("\n"))
+
+    def wait_for(self, prefix: str, timeout: float) -> str | None:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            try:
+                line = self.lines.get(timeout=0.2)
+            except queue.Empty:
+                if self.proc.poll() is not None and self.lines.empty():
+                    return None
+                continue
+            if line.startswith(prefix):
+                return line
+        return None
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+@pytest.fixture
+def xvfb(tmp_path):
+    """A private X server (the first free display from :97), stopped by pid afterwards."""
+    missing = [tool for tool in ("Xvfb", "xdotool") if shutil.which(tool) is None]
+    if missing:
+        pytest.skip(f"{' and '.join(missing)} not installed (apt-get install xvfb xdotool)")
+    number = next(n for n in range(97, 140) if not Path(f"/tmp/.X11-unix/X{n}").exists()
+                  and not Path(f"/tmp/.X{n}-lock").exists())
+    log = open(tmp_path / "xvfb.log", "w")
+    server = subprocess.Popen(["Xvfb", f":{number}", "-screen", "0", "1280x800x24", "-nolisten", "tcp"],
+                              stdout=log, stderr=log)
+    deadline = time.monotonic() + 10
+    while not Path(f"/tmp/.X11-unix/X{number}").exists():
+        if server.poll() is not None or time.monotonic() > deadline:
+            stop(server)
+            pytest.skip(f"Xvfb :{number} did not start: {(tmp_path / 'xvfb.log').read_text()[-300:]}")
+        time.sleep(0.05)
+    yield f":{number}"
+    stop(server)
+    log.close()
+
+
+@pytest.mark.slow
+def test_a_real_drag_to_another_process_delivers_a_readable_0644_stem_file(tmp_path, xvfb, tiny_model_path):
+    env = dict(os.environ, DISPLAY=xvfb, QT_QPA_PLATFORM="xcb", OMP_NUM_THREADS="1")
+    env.pop("WAYLAND_DISPLAY", None)
+    work = tmp_path / "work"
+    work.mkdir()
+    song = write_song(tmp_path / "drag me.wav", 3.0, 7)
+    target_box = (900, 250, 300, 300)
+    logs = {name: open(tmp_path / f"{name}.log", "w") for name in ("app", "target")}
+    app = subprocess.Popen([sys.executable, str(TESTS / "x11_drag_app.py"), str(tiny_model_path), str(song),
+                            str(work)], env=env, stdout=subprocess.PIPE, stderr=logs["app"], text=True)
+    target = subprocess.Popen([sys.executable, str(TESTS / "x11_drop_target.py"), *map(str, target_box)], env=env,
+                              stdout=subprocess.PIPE, stderr=logs["target"], text=True)
+    try:
+        app_out, target_out = LineReader(app), LineReader(target)
+        ready_target = target_out.wait_for("READY", 60)
+        if ready_target is None and "platform plugin" in (tmp_path / "target.log").read_text():
+            pytest.skip("Qt's xcb platform plugin cannot start here: " + (tmp_path / "target.log").read_text()[-300:])
+        assert ready_target, (tmp_path / "target.log").read_text()[-2000:]
+        ready = app_out.wait_for("READY", 120)
+        assert ready, (tmp_path / "app.log").read_text()[-2000:]
+        _, x, y, stem = ready.split()
+        x, y = int(x), int(y)
+        tx, ty = target_box[0] + target_box[2] // 2, target_box[1] + target_box[3] // 2
+
+        def xdo(*args) -> None:
+            subprocess.run(["xdotool", *map(str, args)], env=env, check=True, timeout=10)
+
+        xdo("mousemove", x, y)
+        time.sleep(0.3)
+        xdo("mousedown", 1)
+        for dx in (3, 8, 16, 30, 45):  # past the drag distance: the lane exports the stem, then the drag starts
+            xdo("mousemove", x + dx, y)
+            time.sleep(0.05)
+        exported = work / "exports" / f"drag me - {stem}.wav"
+        deadline = time.monotonic() + 30
+        while not exported.is_file() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert exported.is_file(), (tmp_path / "app.log").read_text()[-2000:]
+        time.sleep(0.7)  # the export worker hands over; QDrag.exec grabs the pointer
+        for k in range(1, 16):
+            xdo("mousemove", x + 45 + (tx - x - 45) * k // 15, y + (ty - y) * k // 15)
+            time.sleep(0.05)
+        time.sleep(0.4)
+        xdo("mouseup", 1)
+        dropped = target_out.wait_for("DROP", 20)
+        assert dropped, "the drop target received nothing:\n" + (tmp_path / "target.log").read_text()[-1000:] \
+            + (tmp_path / "app.log").read_text()[-1000:]
+    finally:
+        stop(app)
+        stop(target)
+        for f in logs.values():
+            f.close()
+    path = Path(dropped[len("DROP "):])
+    assert path == exported and path.is_file()
+    assert (path.stat().st_mode & 0o777) == 0o644  # ordinary permissions under the default umask, not 0600
+    assert os.access(path, os.R_OK)
+    info = sf.info(path)
+    data, sr = sf.read(path, dtype="float32", always_2d=True)
+    reference = np.load(work / "vocals.npy")
+    assert sr == SR and data.shape == (reference.shape[1], 2)
+    step = {"PCM_16": 2.0 ** -15, "PCM_24": 2.0 ** -23, "FLOAT": 1e-7}.get(info.subtype, 2.0 ** -15)
+    assert np.abs(reference).max() > 10 * step  # the stem is not silence: equality below means something
+    np.testing.assert_allclose(data.T, np.clip(reference, -1, 1), atol=step)

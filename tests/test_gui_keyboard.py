@@ -90,3 +90,69 @@ def test_help_sheet_lists_every_bound_key(qtbot, window):
     assert sheet.table.rowCount() > len(window.keys.bindings)  # plus group headings and menu commands
     qtbot.keyClick(window, Qt.Key_F1)
     assert sheet.isVisible()
+
+
+def test_single_keys_do_not_steal_from_focused_fields(qtbot, window, songs):
+    """←/→, Space, M and friends go to a focused text field, spin box or combo box, not to the window's shortcuts;
+    once a lane has the focus again the same keys seek and mute."""
+    separate(qtbot, window, songs["short"])
+    window.settings_dock.show()
+    window.activateWindow()
+    panel = window.settings_panel
+
+    def focus(widget) -> None:
+        widget.setFocus()
+        qtbot.waitUntil(widget.hasFocus, timeout=2000)
+
+    field = panel.folder_edit
+    field.setText("abc")
+    focus(field)
+    field.setCursorPosition(0)
+    qtbot.keyClick(field, Qt.Key_Right)
+    assert field.cursorPosition() == 1 and window.position_seconds() == pytest.approx(0.0)
+    qtbot.keyClick(field, Qt.Key_Space)
+    qtbot.keyClick(field, Qt.Key_M)
+    assert field.text() == "a mbc" and not any(m.mute for m in window.mixes[1:])
+    assert not window.player.playing
+    qtbot.keyClick(field, Qt.Key_Right, Qt.ShiftModifier)  # selects in the field, does not nudge a loop
+    assert field.selectedText() == "b" and "No loop" not in window.statusBar().currentMessage()
+
+    spin = panel.shifts_spin
+    focus(spin)
+    before = spin.value()
+    qtbot.keyClick(spin, Qt.Key_Up)
+    qtbot.keyClick(spin, Qt.Key_Left)
+    qtbot.keyClick(spin, Qt.Key_Home)
+    assert spin.value() == before + 1 and window.position_seconds() == pytest.approx(0.0)
+
+    combo = panel.format_combo
+    focus(combo)
+    combo.setCurrentText("wav")
+    qtbot.keyClick(combo, Qt.Key_M)  # keyboard search: the item starting with "m"
+    assert combo.currentText() == "mp3" and not any(m.mute for m in window.mixes[1:])
+    qtbot.keyClick(combo, Qt.Key_Right)
+    assert window.position_seconds() == pytest.approx(0.0)
+
+    # the window's own keys still work from a field: F1 (a menu command) opens the sheet
+    qtbot.keyClick(combo, Qt.Key_F1)
+    assert window.shortcuts_sheet.isVisible()
+    window.shortcuts_sheet.close()
+
+    # the practice bar's tempo box: type a value, Enter hands the keys back to the window
+    window.activateWindow()
+    tempo = window.practice.tempo_spin
+    focus(tempo)
+    tempo.selectAll()
+    qtbot.keyClicks(tempo, "90")
+    qtbot.keyClick(tempo, Qt.Key_Right)
+    assert window.position_seconds() == pytest.approx(0.0)
+    qtbot.keyClick(tempo, Qt.Key_Return)
+    assert tempo.value() == 90 and not tempo.hasFocus()
+    qtbot.keyClick(window, Qt.Key_Right)
+    assert window.position_seconds() == pytest.approx(1.0)
+
+    focus(window.lanes[1])
+    qtbot.keyClick(window.lanes[1], Qt.Key_Right)
+    assert window.position_seconds() == pytest.approx(2.0)
+    qtbot.keyClick(window.lanes[1], Qt.Key_M)
+    assert window.mixes[1].mute

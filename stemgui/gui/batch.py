@@ -4,6 +4,16 @@
 `SeparationWorker` at a time off the GUI thread and writes each job's progress into the model through queued
 signals; `BatchPanel` shows it (a table with a progress delegate) with Open, Cancel, Cancel all and Clear
 finished. Results land in the stem cache, so opening a finished song from the queue is instant.
+
+`BatchQueue` is also the window's one separation scheduler, so the 2 cores run one separation at a time and
+no song is separated twice:
+- the song opened in the window (`run_direct`) goes first: the queue starts nothing while it runs, and a
+  queue song that is separating is paused for it (put back as the next one, started again afterwards; the
+  engine cannot resume, so its part done so far is separated again). A song that opens from the cache
+  pauses nothing.
+- opening a song that is queued or separating in the queue with the same model and settings (`claim`) does not
+  start it again: the window jumps to its queue entry, it becomes the next one, and it opens when it is done.
+- a song done in the queue opens from the cache (the worker finds its stems there).
 """
 
 from __future__ import annotations
@@ -33,7 +43,7 @@ from PySide6.QtWidgets import (
 
 from stemgui.gui.cache import StemCache
 from stemgui.gui.job_bar import format_time
-from stemgui.gui.workers import SeparationWorker
+from stemgui.gui.workers import SeparationWorker, cache_settings
 from stemgui.separate import SeparationSettings
 
 log = logging.getLogger(__name__)
@@ -64,6 +74,20 @@ class BatchJob:
     progress: float = 0.0
     message: str = ""
     elapsed: float = 0.0
+    open_when_done: bool = False  # the window asked for this song: it runs next and opens when done
+    paused: bool = False  # being stopped for the window's song: goes back to the queue, not to Cancelled
+
+    def same_separation(self, path: Path, model_path: Path, settings: SeparationSettings) -> bool:
+        """The same song with the same model and the settings that change the stems (= the same cache entry)."""
+        return (_resolved(self.path) == _resolved(path) and _resolved(self.model_path) == _resolved(model_path)
+                and cache_settings(self.settings) == cache_settings(settings))
+
+
+def _resolved(path: Path) -> Path:
+    try:
+        return Path(path).resolve()
+    except OSError:
+        return Path(path)
 
 
 def audio_files(paths: Iterable[str | os.PathLike]) -> list[Path]:
@@ -114,6 +138,10 @@ class BatchModel(QAbstractTableModel):
             if col == 0:
                 return job.path.name
             if col == 1:
+                if job.state is JobState.QUEUED and job.open_when_done:
+                    return "Next (opens when done)"
+                if job.state is JobState.RUNNING and job.open_when_done:
+                    return "Separating (opens when done)"
                 return job.state.value + (f" ({format_time(job.elapsed)[:-2]})" if job.state is JobState.DONE
                                           else "")
             return f"{int(round(job.progress * 100))}%"
@@ -148,14 +176,19 @@ class BatchModel(QAbstractTableModel):
                 self.endRemoveRows()
 
     def next_queued(self) -> BatchJob | None:
-        return next((j for j in self.jobs if j.state is JobState.QUEUED), None)
+        """The song the window waits for first, else the first queued one."""
+        queued = [j for j in self.jobs if j.state is JobState.QUEUED]
+        return next((j for j in queued if j.open_when_done), queued[0] if queued else None)
 
 
 class BatchQueue(QObject):
-    """Runs the model's queued jobs one at a time in SeparationWorkers; stems go to the cache."""
+    """Runs the model's queued jobs one at a time in SeparationWorkers (stems go to the cache), and schedules the
+    window's own separation with them (see the module docstring)."""
 
     job_finished = Signal(object)  # BatchJob (done, failed or cancelled)
     all_finished = Signal()
+    claimed = Signal(object)  # BatchJob the window now waits for (the panel jumps to it)
+    ready_to_open = Signal(object)  # BatchJob the window waited for is done: open it (from the cache)
 
     def __init__(self, cache: StemCache, parent: QObject | None = None):
         super().__init__(parent)
@@ -163,6 +196,60 @@ class BatchQueue(QObject):
         self.model = BatchModel(self)
         self.worker: SeparationWorker | None = None
         self.current: BatchJob | None = None
+        self.direct: SeparationWorker | None = None  # the window's separation, while it runs
+
+    # ---- the window's separations
+    def job_for(self, path: Path, model_path: Path, settings: SeparationSettings) -> BatchJob | None:
+        """The latest queue entry for the same separation that is queued, running or done (None otherwise)."""
+        for job in reversed(self.model.jobs):
+            if job.state in (JobState.QUEUED, JobState.RUNNING, JobState.DONE) \
+                    and job.same_separation(Path(path), Path(model_path), settings):
+                return job
+        return None
+
+    def claim(self, path: Path, model_path: Path, settings: SeparationSettings) -> BatchJob | None:
+        """The window wants this song: when the queue has it queued or separating, the window waits for that
+        entry (it runs next and `ready_to_open` fires when it is done) and gets it back; None means "open it
+        yourself" (not in the queue, or done there: then it opens from the cache)."""
+        job = self.job_for(path, model_path, settings)
+        if job is None or job.state is JobState.DONE:
+            return None
+        self._forget_waiting()
+        job.open_when_done = True
+        self.model.changed(job)
+        self.claimed.emit(job)
+        return job
+
+    def run_direct(self, worker: SeparationWorker) -> None:
+        """Start the window's separation now; the queue waits for it (and pauses a song it is separating as
+        soon as the window's song turns out not to be in the cache)."""
+        self._forget_waiting()
+        self.direct = worker
+        worker.prepared.connect(lambda session, w=worker: self._on_direct_prepared(w, session))
+        worker.finished.connect(lambda w=worker: self._on_direct_ended(w))
+        worker.start()
+
+    def _forget_waiting(self) -> None:
+        """The window asked for another song: no earlier entry opens by itself any more."""
+        for job in self.model.jobs:
+            if job.open_when_done:
+                job.open_when_done = False
+                self.model.changed(job)
+
+    def _on_direct_prepared(self, worker: SeparationWorker, session) -> None:
+        if worker is not self.direct or session.from_cache or self.worker is None or self.current is None:
+            return
+        job = self.current
+        job.paused = True
+        job.message = f"Paused for {worker.song.name}; starts again after it."
+        self.model.changed(job)
+        self.worker.cancel()  # stops within a second; `_end` puts it back in the queue
+        log.info("batch: %s paused while %s is separated", job.path.name, worker.song.name)
+
+    def _on_direct_ended(self, worker: SeparationWorker) -> None:
+        if worker is self.direct:
+            self.direct = None
+            self._start_next()
 
     def add(self, paths: Iterable[str | os.PathLike], model_path: Path, settings: SeparationSettings) -> list[BatchJob]:
         jobs = [BatchJob(Path(p), Path(model_path), settings) for p in paths]
@@ -182,6 +269,7 @@ class BatchQueue(QObject):
             self.job_finished.emit(job)
             self._maybe_all_finished()
         elif job is self.current and self.worker is not None:
+            job.paused = False  # a user's cancel wins over a pause for the window's song
             self.worker.cancel()
 
     def cancel_all(self) -> None:
@@ -190,12 +278,14 @@ class BatchQueue(QObject):
                 job.state, job.message = JobState.CANCELLED, "Cancelled before it started."
                 self.model.changed(job)
         if self.worker is not None:
+            if self.current is not None:
+                self.current.paused = False
             self.worker.cancel()
         else:
             self._maybe_all_finished()
 
     def _start_next(self) -> None:
-        if self.worker is not None:
+        if self.worker is not None or self.direct is not None:  # one separation at a time
             return
         job = self.model.next_queued()
         if job is None:
@@ -222,7 +312,11 @@ class BatchQueue(QObject):
         self.model.changed(job)
 
     def _end(self, job: BatchJob, worker: SeparationWorker, state: JobState, message: str) -> None:
-        job.state, job.message, job.elapsed = state, message, worker.elapsed
+        if job.paused and state is JobState.CANCELLED:  # paused for the window's song: back in the queue
+            job.state, job.progress = JobState.QUEUED, 0.0
+        else:
+            job.state, job.message, job.elapsed = state, message, worker.elapsed
+        job.paused = False
         if state is JobState.DONE:
             job.progress = 1.0
         self.model.changed(job)
@@ -230,7 +324,13 @@ class BatchQueue(QObject):
         worker.session = None  # the stems are in the cache: do not keep the audio in memory
         worker.deleteLater()
         self.worker, self.current = None, None
-        self.job_finished.emit(job)
+        if job.state.finished:
+            self.job_finished.emit(job)
+            if job.open_when_done:
+                job.open_when_done = False
+                self.model.changed(job)
+                if job.state is JobState.DONE:
+                    self.ready_to_open.emit(job)
         self._start_next()
         self._maybe_all_finished()
 
@@ -308,7 +408,14 @@ class BatchPanel(QWidget):
         queue.model.dataChanged.connect(self._update_buttons)
         queue.model.rowsInserted.connect(self._update_buttons)
         queue.model.rowsRemoved.connect(self._update_buttons)
+        queue.claimed.connect(self.show_job)
         self._update_buttons()
+
+    def show_job(self, job: BatchJob) -> None:
+        """Select and scroll to a job's row (the window jumps here when a queued song is opened)."""
+        row = self.queue.model.row_of(job)
+        self.table.selectRow(row)
+        self.table.scrollTo(self.queue.model.index(row, 0))
 
     def selected_jobs(self) -> list[BatchJob]:
         rows = sorted({i.row() for i in self.table.selectionModel().selectedRows()})

@@ -2,7 +2,9 @@
 
 A widget of its own so the window only places it. Every control talks to the `Player` directly (the tempo and
 key take effect at the next audio block). The song's tempo and key are estimated (`stemgui.audio.analysis`) in a
-background thread when a song is opened, and the label shows them as heard after the tempo and transposition.
+background thread when a song is opened, and the label shows them as heard after the tempo and transposition;
+once the stems are complete the key is estimated again from the pitched stems (cleaner than the mix). A key
+with a nearly-as-likely runner-up reads "A minor (or C major)".
 A/B switches between the original song and the mix as set or, once a second model's separation of the same song
 is loaded, between the two separations (same lane settings): at the next block, crossfaded over 5 ms.
 """
@@ -21,10 +23,15 @@ from stemgui.gui.player import Player
 log = logging.getLogger(__name__)
 AB_SONG = "song"
 AB_MODELS = "models"
+NON_PITCHED_STEMS = frozenset({"drums", "percussion"})  # left out when the key is estimated from the stems
 
 
 class NoWheelSpinBox(QSpinBox):
-    """A spin box the mouse wheel only changes once it has been clicked (focused)."""
+    """A spin box the mouse wheel only changes once it has been clicked (focused).
+
+    While it has the focus it keeps the window's single keys (Space, arrows: see gui.shortcuts); Enter or Esc
+    hands them back to the window, so a singer can type a tempo and press Space to play.
+    """
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -36,9 +43,16 @@ class NoWheelSpinBox(QSpinBox):
         else:
             event.ignore()
 
+    def keyPressEvent(self, event) -> None:  # noqa: N802 - Qt API
+        super().keyPressEvent(event)
+        if event.key() in (Qt.Key_Return, Qt.Key_Enter, Qt.Key_Escape):
+            self.interpretText()
+            self.clearFocus()  # the window's shortcuts act again
+
 
 class PracticeControls(QWidget):
     analysis_ready = Signal(int, object)  # generation, Analysis (from the analysis thread, queued)
+    key_ready = Signal(int, object)  # generation, Key from the separated stems (queued)
     ab_changed = Signal(bool)  # True: the B side (the mix / the second model) is heard
 
     def __init__(self, player: Player, parent: QWidget | None = None):
@@ -48,6 +62,8 @@ class PracticeControls(QWidget):
         self._generation = 0
         self._names: tuple[str, str] = ("", "")
         self.analysis_ready.connect(self._on_analysis, Qt.QueuedConnection)
+        self.key_ready.connect(self._on_stems_key, Qt.QueuedConnection)
+        self._stems_key = None  # (generation, Key) once the stems' key is known
         layout = QHBoxLayout(self)
         layout.setContentsMargins(4, 0, 4, 0)
         layout.setSpacing(4)
@@ -92,6 +108,7 @@ class PracticeControls(QWidget):
         layout.addWidget(self.ab_button)
         self.ab_mode = QComboBox()
         self.ab_mode.setObjectName("abMode")
+        self.ab_mode.setFocusPolicy(Qt.TabFocus)  # a click does not take the keys (Space, A) from the window
         self.ab_mode.addItem("song vs mix", AB_SONG)
         self.ab_mode.setToolTip("What A/B compares: the original song with your mix, or two models' separations")
         self.ab_mode.currentIndexChanged.connect(lambda _i: self._apply_ab())
@@ -124,6 +141,7 @@ class PracticeControls(QWidget):
         from stemgui.audio.analysis import analyse
 
         self._generation += 1
+        self._stems_key = None
         generation = self._generation
         self.analysis = None
         self.key_label.setText("analysing…")
@@ -139,9 +157,40 @@ class PracticeControls(QWidget):
         threading.Thread(target=work, name="stemgui-analysis", daemon=True).start()
         return generation
 
+    def analyse_stems(self, session) -> bool:
+        """The song's stems are complete: estimate the key again from the pitched stems (all but drums), which
+        are cleaner than the mix; the tempo stays the mix's. False when there is nothing to use."""
+        from stemgui.audio.analysis import analyse_key, stems_mono_sum
+
+        pitched = [i for i, name in enumerate(session.names) if i > 0 and name not in NON_PITCHED_STEMS]
+        if not pitched:
+            return False
+        generation, audio, samplerate = self._generation, session.audio, session.samplerate
+
+        def work() -> None:
+            try:
+                key = analyse_key(stems_mono_sum(audio, pitched, samplerate), samplerate)
+            except Exception:  # noqa: BLE001 - an estimate failing must never take the app down
+                log.exception("estimating the key from the stems failed")
+                return
+            self.key_ready.emit(generation, key)
+
+        threading.Thread(target=work, name="stemgui-key-from-stems", daemon=True).start()
+        return True
+
     def _on_analysis(self, generation: int, result) -> None:
         if generation == self._generation:
+            if result is not None and self._stems_key is not None and self._stems_key[0] == generation:
+                result = result.with_key(self._stems_key[1], "stems")  # the stems' key arrived first
             self.analysis = result
+            self._show_analysis()
+
+    def _on_stems_key(self, generation: int, key) -> None:
+        if generation != self._generation:
+            return
+        self._stems_key = (generation, key)
+        if self.analysis is not None:
+            self.analysis = self.analysis.with_key(key, "stems")
             self._show_analysis()
 
     def _show_analysis(self) -> None:
@@ -152,9 +201,13 @@ class PracticeControls(QWidget):
             return
         tempo, semis = self.tempo_spin.value() / 100.0, self.semitones
         self.key_label.setText(a.describe(tempo, semis))
-        self.key_label.setToolTip(f"Estimated from the song: {a.describe()} (tempo confidence {a.bpm_confidence:.0%}, "
-                                  f"key confidence {a.key.confidence:.0%}); shown as heard after the tempo and "
-                                  "transpose, so a singer knows where a transposition lands")
+        source = "the separated stems without drums" if a.key_source == "stems" else "the mix"
+        alt = a.key.alternative
+        runner_up = (f"; nearly as likely: {alt.name} ({alt.confidence:.0%}), often the relative key, which uses the "
+                     "same notes") if alt is not None else ""
+        self.key_label.setToolTip(f"Estimated from the song: {a.describe()} (tempo confidence {a.bpm_confidence:.0%}; key from "
+                                  f"{source}, {a.key.name} {a.key.confidence:.0%}{runner_up}); shown as heard "
+                                  "after the tempo and transpose, so a singer knows where a transposition lands")
 
     # ---- A/B ---------------------------------------------------------------------------------------------
     def set_comparison(self, names: tuple[str, str] | None) -> None:

@@ -2,6 +2,12 @@
 
 The sheet is built from what is actually bound (the registry's keys and every menu action with a shortcut),
 so it can never list a key that does nothing or miss one that was added.
+
+Single keys must not steal typing: while a text field, spin box, combo box, slider or list of the window has
+the keyboard focus, every key the registry binds goes to that widget (Space types a space, ← moves the caret,
+"M" selects the combo item starting with M); the window's shortcut acts again once a lane or the window has
+the focus. `EditingKeyGuard` does this by accepting Qt's ShortcutOverride event for those widgets, which is
+Qt's own way for a widget to claim a key before a shortcut sees it.
 """
 
 from __future__ import annotations
@@ -9,16 +15,24 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from PySide6.QtCore import Qt
-from PySide6.QtGui import QAction, QKeySequence, QShortcut
+from PySide6.QtCore import QEvent, QObject, Qt
+from PySide6.QtGui import QAction, QKeyEvent, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QAbstractItemView,
+    QAbstractSlider,
+    QAbstractSpinBox,
+    QApplication,
+    QComboBox,
     QDialog,
     QDialogButtonBox,
     QHeaderView,
+    QKeySequenceEdit,
     QLabel,
+    QLineEdit,
+    QPlainTextEdit,
     QTableWidget,
     QTableWidgetItem,
+    QTextEdit,
     QVBoxLayout,
     QWidget,
 )
@@ -33,12 +47,68 @@ class KeyBinding:
     shortcuts: tuple[QShortcut, ...] = ()
 
 
+# Widgets that use keys themselves: typing, caret and selection keys, stepping, item navigation.
+EDITING_WIDGETS: tuple[type, ...] = (QLineEdit, QTextEdit, QPlainTextEdit, QAbstractSpinBox, QComboBox,
+                                     QAbstractSlider, QAbstractItemView, QKeySequenceEdit)
+
+
+def is_editing_widget(widget: QWidget | None) -> bool:
+    """True for a widget (or a child of one, e.g. a combo box's line edit) that handles keys itself."""
+    while widget is not None:
+        if isinstance(widget, EDITING_WIDGETS):
+            return True
+        if widget.isWindow():
+            return False
+        widget = widget.parentWidget()
+    return False
+
+
+def _sequences(event: QKeyEvent) -> set[str]:
+    """The event as key-sequence strings, with and without Shift (on most layouts "+" and "?" need Shift)."""
+    key = event.keyCombination().key()
+    mods = event.modifiers() & ~Qt.KeypadModifier
+    return {QKeySequence(key | mods).toString(), QKeySequence(key | (mods & ~Qt.ShiftModifier)).toString()}
+
+
+class EditingKeyGuard(QObject):
+    """Lets a focused editing widget of `window` keep the keys the window binds as single-key shortcuts.
+
+    Installed on the application (ShortcutOverride is sent to the focus widget, which may be any child of any
+    dock), it only ever claims keys for widgets inside `window`, and only keys in `keys()` (the registry's), so
+    Ctrl+O and other menu commands keep working from a field.
+    """
+
+    def __init__(self, window: QWidget, keys):
+        super().__init__(window)
+        self.window = window
+        self.keys = keys  # callable -> set of QKeySequence strings
+
+    def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt API
+        if event.type() == QEvent.ShortcutOverride and isinstance(obj, QWidget) and is_editing_widget(obj) \
+                and obj.window() is self.window and obj.isEnabled():
+            if _sequences(event) & self.keys():
+                event.accept()  # the key goes to the widget as a KeyPress; the shortcut does not fire
+                return True
+        return False
+
+
 class KeyRegistry:
-    """Binds single keys on a window (window-wide QShortcuts) and remembers what each does, for the sheet."""
+    """Binds single keys on a window (window-wide QShortcuts) and remembers what each does, for the sheet.
+
+    Keys bound here give way to a focused editing widget of the window (see `EditingKeyGuard`).
+    """
 
     def __init__(self, window: QWidget):
         self.window = window
         self.bindings: list[KeyBinding] = []
+        self.guard = EditingKeyGuard(window, self.bound_keys)
+        app = QApplication.instance()
+        if app is not None:
+            app.installEventFilter(self.guard)  # removed by Qt when the guard (a child of the window) dies
+
+    def bound_keys(self) -> set[str]:
+        """Every key sequence bound here, as QKeySequence strings."""
+        return {QKeySequence(k).toString() for b in self.bindings for k in b.keys}
 
     def bind(self, keys: str | Sequence[str], slots: Callable[[], object] | Sequence[Callable[[], object]],
              description: str, group: str, label: str | None = None) -> KeyBinding:
@@ -95,7 +165,9 @@ class ShortcutsSheet(QDialog):
         self.resize(560, 620)
         layout = QVBoxLayout(self)
         intro = QLabel("Keys act on the whole window; M and S act on the focused lane (the one with the blue "
-                       "ring: click it, or move with Tab / Shift+Tab).")
+                       "ring: click it, or move with Tab / Shift+Tab). While a text field, number box, list or "
+                       "slider has the focus, keys go to it: click a lane (or press Enter in the tempo / transpose boxes) "
+                       "to give them back to the window.")
         intro.setWordWrap(True)
         layout.addWidget(intro)
         self.table = QTableWidget(0, 2)
