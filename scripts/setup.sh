@@ -11,7 +11,10 @@ apt_pkgs=(libportaudio2 fluidsynth fluid-soundfont-gm libegl1 libgl1 libxkbcommo
           libfontconfig1 libdbus-1-3 libglib2.0-0 libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxcb-shape0
           libxcb-xinerama0 libxcb-randr0 libxcb-render-util0 libxcb-image0)
 # desktop-file-utils, appstream: tests/test_packaging.py validates the launcher and the AppStream metainfo
-if [ "$want_test" = 1 ]; then apt_pkgs+=(jackd2 ffmpeg desktop-file-utils appstream); fi
+# hydrogen-drumkits, musescore-general-soundfont-small: synth-dataset's recorded kits and second SoundFont
+# (tests/test_synth_production.py; without them the generator falls back to FluidR3 with a logged notice)
+if [ "$want_test" = 1 ]; then apt_pkgs+=(jackd2 ffmpeg desktop-file-utils appstream hydrogen-drumkits
+                                         musescore-general-soundfont-small); fi
 missing=()
 for p in "${apt_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -34,7 +34,8 @@ def register(sub) -> None:
         "(museval-compatible), uSDR, SI-SDR and NSDR; compare models and oracle baselines.",
     )
     p.add_argument("--model", default=None, help="model name or path to evaluate")
-    p.add_argument("--dataset", required=True, help="dataset root (<root>/<subset>/<track>/<stem>.wav)")
+    p.add_argument("--dataset", default=None,
+                   help="dataset root (<root>/<subset>/<track>/<stem>.wav); optional with --real-voice")
     p.add_argument("--out", required=True, help="output folder for JSON scores, tables and plots")
     p.add_argument("--subset", default="test", help="subset folder under the dataset root (default: test)")
     p.add_argument("--jobs", type=int, default=1, help="tracks scored in parallel processes (default: 1)")
@@ -49,6 +50,13 @@ def register(sub) -> None:
     p.add_argument("--device", default="cpu", help="device for models: cpu, cuda, auto (default: cpu)")
     p.add_argument("--shifts", type=int, default=0, help="random-shift passes for models (default: 0)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--real-voice", action="store_true",
+                   help="also score the real-voice check: MIR-1K's held-out singers, vocals vs the sum of the "
+                   "other stems (GNSDR); models only")
+    p.add_argument("--mir1k", default="", metavar="DIR",
+                   help="MIR-1K folder for --real-voice (default: $STEMGUI_MIR1K or ../shared/datasets/mir-1k-subset)")
+    p.add_argument("--real-voice-clips", type=int, default=0, metavar="N",
+                   help="score only N clips, evenly spread (default: all clips of the held-out singers)")
     p.set_defaults(func=run)
 
 
@@ -209,6 +217,39 @@ def score_track(
     return scores
 
 
+# ---------------------------------------------------------------- real-voice check
+
+
+def run_real_voice(systems: list[System], args: argparse.Namespace, out_dir: Path) -> dict[str, dict]:
+    """Score every model system on MIR-1K's held-out singers; write real_voice.json/.md and print the table."""
+    import json
+
+    from stemgui.atomic import atomic_write_text
+    from stemgui.eval import real_voice, report
+
+    clips = real_voice.clips_from(args.mir1k or None, args.real_voice_clips)
+    summaries: dict[str, dict] = {}
+    per_clip: dict[str, list[dict]] = {}
+    for system in systems:
+        if system.kind != "model":
+            print(f"stemgui: note: real-voice check skips {system.name} (oracles need the true stems)", file=sys.stderr)
+            continue
+        separator = _separator(system.target, args.device, args.shifts)
+        from tqdm import tqdm
+
+        with tqdm(total=len(clips), desc=f"real voice {system.name}", unit="clip", file=sys.stderr,
+                  disable=args.no_progress) as bar:
+            result = real_voice.evaluate_separator(separator, clips, lambda k, n: bar.update())
+        summaries[system.name] = result.summary()
+        per_clip[system.name] = real_voice.per_clip_rows(result)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out_dir / "real_voice.json", json.dumps({"summary": summaries, "clips": per_clip}, indent=1))
+    table = report.real_voice_markdown(summaries)
+    atomic_write_text(out_dir / "real_voice.md", table)
+    print(table, end="")
+    return summaries
+
+
 # ---------------------------------------------------------------- command
 
 
@@ -220,10 +261,16 @@ def run(args: argparse.Namespace) -> int:
     if args.jobs < 1:
         raise ConfigError(f"--jobs must be at least 1, got {args.jobs}")
     systems = systems_from_args(args)
-    tracks = select_tracks(args.dataset, args.subset, args.tracks)
     out_dir = Path(args.out)
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"{out_dir}: output path exists and is not a folder")
+    if not args.dataset and not args.real_voice:
+        raise ConfigError("nothing to score: give --dataset DIR and/or --real-voice")
+    if args.real_voice:
+        run_real_voice(systems, args, out_dir)
+        if not args.dataset:
+            return 0
+    tracks = select_tracks(args.dataset, args.subset, args.tracks)
     subset = args.subset or "test"
     sources = list(SOURCES)
     tasks = [(system, track) for system in systems for track in tracks]

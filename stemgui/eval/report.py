@@ -362,3 +362,15 @@ def spectrogram_figure(
     written = _save_figure(fig, Path(path))
     plt.close(fig)
     return written
+
+
+def real_voice_markdown(summaries: dict[str, dict]) -> str:
+    """The real-voice check as a Markdown table: one row per system, GNSDR of vocals and accompaniment."""
+    lines = ["| system | vocals GNSDR (dB) | accompaniment GNSDR (dB) | clips | seconds |", "|---|---:|---:|---:|---:|"]
+    for name, s in summaries.items():
+        g = s["gnsdr"]
+        lines.append(f"| {name} | {_fmt(g['vocals'])} | {_fmt(g['accompaniment'])} | {s['clips']} | {s['seconds']} |")
+    lines += ["", "Real-voice check: MIR-1K clips of held-out singers (stemgui.data.mir1k.HELD_OUT_SINGERS), "
+              "resampled to 44.1 kHz; accompaniment = sum of the model's non-vocal stems. "
+              "GNSDR: length-weighted mean of NSDR = uSDR(estimate) - uSDR(mixture)."]
+    return "\n".join(lines) + "\n"

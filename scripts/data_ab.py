@@ -1,0 +1,175 @@
+#!/usr/bin/env python3
+"""Paired A/B of two synth-dataset configurations: same songs' seeds, same training steps and seed, same model.
+
+Each arm renders its own training set with `stemgui synth-dataset` settings A or B (everything else equal:
+song seeds, lengths, singers), trains the same generator for the same steps from the same seed, and is then
+judged on the same two things: the real-voice check (MIR-1K's held-out singers, GNSDR of vocals and
+accompaniment; stemgui.eval.real_voice) and one synthetic test set rendered once with the current default
+settings (uSDR per stem, mean over songs). The table goes to OUT/ab.md and OUT/ab.json. Rerunning reuses the
+rendered songs and finished models (delete OUT/<arm> to redo an arm).
+
+    .venv/bin/python scripts/data_ab.py --out /work/runs/ab-air \\
+        --a "voice_air=exciter" --b "voice_air=lowpass" --songs 60 --steps 1500
+    .venv/bin/python scripts/data_ab.py --out /tmp/ab --a a.yaml --b b.yaml    # config files (YAML/JSON tables)
+
+A smoke run (seconds, proves the plumbing only, its numbers mean nothing):
+
+    .venv/bin/python scripts/data_ab.py --out /tmp/ab-smoke --a production=false --b production=true \\
+        --songs 2 --test-songs 1 --seconds 3 --steps 2 --channels 4 --depth 3 --nfft 256 --real-voice-clips 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from stemgui import SOURCES  # noqa: E402
+from stemgui.atomic import atomic_write_text  # noqa: E402
+
+
+def arm_settings(spec: str) -> dict:
+    """`key=value[,key=value...]` or a YAML/JSON file of generator settings."""
+    from stemgui.cli.synth import parse_sets, read_config
+
+    if spec and Path(spec).is_file():
+        return read_config(spec)
+    return parse_sets([item for item in spec.split(",") if item.strip()]) if spec else {}
+
+
+def render(out: Path, songs: int, seconds: float, seed: int, subset: str, values: dict, jobs: int) -> Path:
+    from stemgui.data.synth import SynthSettings, settings_from, synth_dataset
+
+    settings = settings_from(SynthSettings(seconds=seconds, seed=seed, subset=subset), values)
+    synth_dataset(out, songs, settings, jobs=jobs, progress=False)
+    return out
+
+
+def train_arm(dataset: Path, model_out: Path, args: argparse.Namespace) -> Path:
+    """The same generator, steps, batch and seed for both arms; only the data differs."""
+    from stemgui.train.config import Config
+    from stemgui.train.trainer import train
+
+    if model_out.is_file():
+        return model_out
+    cfg = Config()
+    cfg.data.dataset = str(dataset)
+    cfg.data.segment = args.segment
+    cfg.data.valid_fraction = 0.0  # judged below on the shared sets, not on a split of the arm's own data
+    cfg.model.channels, cfg.model.depth, cfg.model.nfft = args.channels, args.depth, args.nfft
+    cfg.loss.preset = args.preset
+    cfg.optim.lr = args.lr
+    cfg.optim.betas = [0.9, 0.999]
+    cfg.loss.rms_warmup_steps = min(args.steps, 1000)
+    cfg.train.steps = args.steps
+    cfg.train.batch_size = args.batch
+    cfg.train.seed = args.seed
+    cfg.train.out = str(model_out)
+    cfg.train.checkpoint_every = max(1, min(500, args.steps))
+    cfg.train.valid_every = args.steps + 1
+    cfg.train.threads = args.threads
+    cfg.train.progress = False
+    return Path(train(cfg, resume=(model_out.with_suffix(".run") / "latest.json").is_file()).out)
+
+
+def judge(model: Path, test_set: Path, args: argparse.Namespace) -> dict:
+    """Real-voice GNSDR and the synthetic test set's mean uSDR per stem."""
+    from stemgui.data.layout import find_tracks, read_mixture, read_stems
+    from stemgui.eval import real_voice
+    from stemgui.eval.metrics import usdr
+    from stemgui.separate import Separator
+
+    separator = Separator.from_path(model)
+    rv = real_voice.evaluate_separator(separator, real_voice.clips_from(args.mir1k or None, args.real_voice_clips))
+    per_song = []
+    for track in find_tracks(test_set, "test"):
+        stems, _ = read_stems(track)
+        mix, _ = read_mixture(track)
+        est = np.asarray(separator.separate(mix))[..., : stems.shape[-1]]
+        order = [separator.sources.index(s) for s in SOURCES]
+        per_song.append(usdr(stems, est[order]))
+    synthetic = {name: round(float(np.mean([s[i] for s in per_song])), 3) for i, name in enumerate(SOURCES)}
+    return {"real_voice": rv.summary(), "synthetic_usdr": synthetic, "synthetic_songs": len(per_song)}
+
+
+def table(arms: dict[str, dict]) -> str:
+    head = ("| arm | settings | real-voice vocals GNSDR | real-voice accomp. GNSDR | "
+            + " | ".join(f"synthetic {s} uSDR" for s in SOURCES) + " |")
+    lines = [head, "|---|---|" + "---:|" * (2 + len(SOURCES))]
+    for name, arm in arms.items():
+        g, syn = arm["scores"]["real_voice"]["gnsdr"], arm["scores"]["synthetic_usdr"]
+        settings = ", ".join(f"{k}={v}" for k, v in arm["settings"].items()) or "defaults"
+        lines.append(f"| {name} | {settings} | {g['vocals']:.2f} | {g['accompaniment']:.2f} | "
+                     + " | ".join(f"{syn[s]:.2f}" for s in SOURCES) + " |")
+    if {"A", "B"} <= set(arms):
+        ga, gb = arms["A"]["scores"]["real_voice"]["gnsdr"], arms["B"]["scores"]["real_voice"]["gnsdr"]
+        sa, sb = arms["A"]["scores"]["synthetic_usdr"], arms["B"]["scores"]["synthetic_usdr"]
+        lines.append(f"| B - A | | {gb['vocals'] - ga['vocals']:+.2f} | {gb['accompaniment'] - ga['accompaniment']:+.2f} | "
+                     + " | ".join(f"{sb[s] - sa[s]:+.2f}" for s in SOURCES) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", required=True, type=Path, help="working folder (datasets, models, table)")
+    p.add_argument("--a", default="", help="arm A settings: key=value,... or a YAML/JSON file (default: defaults)")
+    p.add_argument("--b", required=True, help="arm B settings: key=value,... or a YAML/JSON file")
+    p.add_argument("--songs", type=int, default=40, help="training songs per arm (default 40)")
+    p.add_argument("--test-songs", type=int, default=8, help="synthetic test songs, shared (default 8)")
+    p.add_argument("--seconds", type=float, default=30.0, help="song length (default 30)")
+    p.add_argument("--steps", type=int, default=1000, help="training steps per arm (default 1000)")
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--segment", type=float, default=2.0)
+    p.add_argument("--lr", type=float, default=1e-2, help="G learning rate (scripts/train_default.sh: 1e-2)")
+    p.add_argument("--preset", default="l1+stft", help="loss preset (default l1+stft: no GAN noise in a short A/B)")
+    p.add_argument("--channels", type=int, default=8)
+    p.add_argument("--depth", type=int, default=6)
+    p.add_argument("--nfft", type=int, default=4096)
+    p.add_argument("--seed", type=int, default=42, help="training seed, the same for both arms")
+    p.add_argument("--data-seed", type=int, default=1, help="song seeds of the training sets (both arms)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--jobs", type=int, default=1, help="processes rendering songs")
+    p.add_argument("--mir1k", default="", help="MIR-1K folder (default: $STEMGUI_MIR1K or the shared copy)")
+    p.add_argument("--real-voice-clips", type=int, default=0, help="0 = every held-out clip")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+    from stemgui.errors import StemGUIError
+
+    try:
+        started = time.perf_counter()
+        out: Path = args.out
+        test_set = render(out / "test-set", args.test_songs, args.seconds, 1000, "test", {}, args.jobs)
+        arms: dict[str, dict] = {}
+        for name, spec in (("A", args.a), ("B", args.b)):
+            values = arm_settings(spec)
+            data = render(out / name / "data", args.songs, args.seconds, args.data_seed, "train", values, args.jobs)
+            model = train_arm(data, out / name / "model.safetensors", args)
+            arms[name] = {"settings": values, "model": str(model), "scores": judge(model, test_set, args)}
+            print(f"data_ab: arm {name} done ({time.perf_counter() - started:.0f} s)", file=sys.stderr)
+    except StemGUIError as exc:
+        print(f"data_ab: {exc}", file=sys.stderr)
+        return 1
+    setup = {k: getattr(args, k) for k in ("songs", "test_songs", "seconds", "steps", "batch", "segment", "lr",
+                                           "preset", "channels", "depth", "nfft", "seed", "data_seed")}
+    report = {"setup": setup, "arms": arms, "wall_s": round(time.perf_counter() - started, 1)}
+    atomic_write_text(out / "ab.json", json.dumps(report, indent=1))
+    md = table(arms) + ("\nPaired: same song seeds, training seed, steps and model; only the generator settings "
+                        "differ. Real voice: MIR-1K held-out singers, GNSDR (dB). Synthetic: uSDR (dB), mean over "
+                        f"{arms['A']['scores']['synthetic_songs']} test songs rendered with the default settings.\n"
+                        f"Setup: {json.dumps(setup)}\n")
+    atomic_write_text(out / "ab.md", md)
+    print(md, end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
