@@ -58,6 +58,7 @@ def train_model(args, train_files, valid_files) -> Path:
     cfg = Config()
     cfg.data.dataset, cfg.data.format, cfg.data.valid_subset = str(split), "mir1k", "valid" if valid_files else ""
     cfg.data.valid_fraction = 0.0
+    cfg.data.mir1k_held_out_singers = True  # the split is given by singer names here
     cfg.data.segment = args.segment
     cfg.data.valid_seconds = 4.0
     cfg.model.architecture = "drnn"

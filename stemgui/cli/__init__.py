@@ -30,8 +30,10 @@ COMMANDS: dict[str, str] = {
     "info": "info",
     "models": "models",
     "train": "train",
+    "study": "study",
     "evaluate": "evaluate",
     "synth-dataset": "synth",
+    "listening-test": "listening",
 }
 HEADLESS_OUTPUT = "separated"
 

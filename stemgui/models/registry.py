@@ -5,15 +5,16 @@ A model is found by name (`default`, `my-finetune`) or by path to its `.safetens
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from stemgui.atomic import atomic_write
+from stemgui.atomic import atomic_write, atomic_write_text
 from stemgui.errors import ModelError
 from stemgui.models.card import card_path, headline_score, read_card, weights_path
-from stemgui.paths import resources_dir, user_models_dir
+from stemgui.paths import resources_dir, user_data_dir, user_models_dir
 
 DEFAULT_NAME = "default"
 
@@ -26,11 +27,12 @@ class ModelEntry:
     path: Path
     card: dict
     bundled: bool
+    study: str = ""  # the study whose run this model is ("" for bundled and user models)
 
     @property
     def summary(self) -> str:
         score = headline_score(self.card)
-        origin = "bundled" if self.bundled else "user"
+        origin = f"study {self.study}" if self.study else "bundled" if self.bundled else "user"
         parts = [f"{self.name} ({origin})", ", ".join(self.card.get("sources", []))]
         if self.card.get("parameters"):
             parts.append(f"{self.card['parameters'] / 1e6:.1f} M params")
@@ -60,12 +62,56 @@ def _scan(folder: Path, bundled: bool) -> list[ModelEntry]:
 
 
 def list_models() -> list[ModelEntry]:
-    """Bundled models (the default first), then user models, each only once by name."""
+    """Bundled models (the default first), then user models, then study runs, each only once by name."""
     bundled = _scan(bundled_models_dir(), True)
     bundled.sort(key=lambda e: (e.name != DEFAULT_NAME, e.name))
     seen = {e.name for e in bundled}
     users = [e for e in _scan(user_models_dir(), False) if e.name not in seen]
-    return bundled + users
+    seen |= {e.name for e in users}
+    return bundled + users + [e for e in _study_models() if e.name not in seen]
+
+
+STUDIES_FILE = "studies.json"
+"""In the user data folder: the study folders whose finished runs the registry lists (`stemgui study` adds them)."""
+
+
+def studies_file() -> Path:
+    return user_data_dir() / STUDIES_FILE
+
+
+def registered_studies() -> list[Path]:
+    try:
+        folders = json.loads(studies_file().read_text(encoding="utf-8")).get("studies", [])
+    except (OSError, ValueError, AttributeError):
+        return []
+    return [Path(f) for f in folders if isinstance(f, str)]
+
+
+def register_study(folder: str | os.PathLike) -> None:
+    """List a study folder's finished runs (its `models.json`) among the models, as `<study>.<run>`."""
+    folder = str(Path(folder).resolve())
+    known = [str(p) for p in registered_studies()]
+    if folder not in known:
+        atomic_write_text(studies_file(), json.dumps({"studies": [*known, folder]}, indent=1))
+
+
+def _study_models() -> list[ModelEntry]:
+    entries: list[ModelEntry] = []
+    for folder in registered_studies():
+        try:
+            manifest = json.loads((folder / "models.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue  # a study not started yet, or moved away
+        study = str(manifest.get("study", folder.name))
+        for model in manifest.get("models", []):
+            wpath = Path(model.get("path", ""))
+            try:
+                card = read_card(wpath)
+            except (ModelError, OSError):
+                continue
+            if wpath.is_file():
+                entries.append(ModelEntry(f"{study}.{model.get('name')}", wpath, card, False, study))
+    return entries
 
 
 def default_model_path() -> Path:

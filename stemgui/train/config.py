@@ -41,6 +41,14 @@ class DataConfig:
     valid_subset: str = ""  # take validation tracks from this sub-folder instead of splitting `subset`
     valid_fraction: float = 0.1
     valid_seconds: float = 10.0  # audio per validation track (from its middle)
+    # every validation pass also scores MIR-1K's held-out singers (vocals vs the other stems' sum, GNSDR; a model
+    # with a vocals stem only): stemgui.eval.real_voice. real_voice_dir empty: $STEMGUI_MIR1K or the shared copy
+    real_voice: bool = False
+    real_voice_dir: str = ""
+    real_voice_clips: int = 16  # clips per pass, evenly spread over the held-out singers; 0 = all
+    # MIR-1K format: train on the real-voice check's singers too (only for protocols that name their own split,
+    # e.g. scripts/drnn_mir1k.py; by default they are dropped so no model trains on its own check)
+    mir1k_held_out_singers: bool = False
     segment: float = 4.0  # training segment, seconds
     samplerate: int = 44100
     channels: int = 2
@@ -161,6 +169,9 @@ class TrainConfig:
     # > 0: train for about this many minutes. The speed of the first steps (see trainer.TimeBudget) fixes
     # `steps` (then at most its value here) to what fits; a D warm-up over a fifth of them is cut to a fifth.
     minutes: float = 0.0
+    # > 0: stop once this run's process CPU time (time.process_time: every thread, summed over resumes) reaches
+    # this many minutes; `steps` is then the most it may run. A fair budget between architectures of unequal speed.
+    cpu_minutes: float = 0.0
     batch_size: int = 4  # global batch (split across DDP ranks)
     seed: int = 42
     device: str = "auto"
@@ -242,6 +253,7 @@ class Config:
         _check(0.0 <= d.valid_fraction < 1.0, f"data.valid_fraction must be in [0, 1), not {d.valid_fraction}")
         _check(d.segment > 0, f"data.segment must be positive seconds, not {d.segment}")
         _check(d.valid_seconds > 0, f"data.valid_seconds must be positive, not {d.valid_seconds}")
+        _check(d.real_voice_clips >= 0, f"data.real_voice_clips must be >= 0 (0 = all), not {d.real_voice_clips}")
         _check(d.samplerate > 0, f"data.samplerate must be positive, not {d.samplerate}")
         _check(d.channels in (1, 2), f"data.channels must be 1 or 2, not {d.channels}")
         _check(d.num_workers >= 0, f"data.num_workers must be >= 0, not {d.num_workers}")
@@ -289,6 +301,7 @@ class Config:
         _check(ft.freeze_encoder >= 0, "finetune.freeze_encoder must be >= 0")
         _check(t.steps >= 1, f"train.steps must be >= 1, not {t.steps}")
         _check(t.minutes >= 0, f"train.minutes must be >= 0 (0 = train for train.steps), not {t.minutes}")
+        _check(t.cpu_minutes >= 0, f"train.cpu_minutes must be >= 0 (0 = no CPU-time budget), not {t.cpu_minutes}")
         _check(t.batch_size >= 1, f"train.batch_size must be >= 1, not {t.batch_size}")
         _check(t.checkpoint_every >= 1, f"train.checkpoint_every must be >= 1, not {t.checkpoint_every}")
         _check(t.valid_every >= 1, f"train.valid_every must be >= 1, not {t.valid_every}")

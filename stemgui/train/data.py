@@ -10,6 +10,7 @@ when needed, and the mixture is the sum of the (augmented) stems. A sample is a 
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,8 @@ from stemgui.data.layout import dataset_sources as layout_sources
 from stemgui.errors import DatasetError
 from stemgui.train.augment import augment_stems, circular_shift, plan_segment
 from stemgui.train.config import Config
+
+log = logging.getLogger(__name__)
 
 ACCOMPANIMENT = "accompaniment"  # on a four-stem dataset: the sum of every stem but the vocals
 
@@ -71,7 +74,7 @@ def discover_tracks(root: str | Path, cfg: Config, subset: str | None) -> list[T
     elif fmt == "folder":
         tracks = _folder_tracks(base, sources, cfg.data.stem_map)
     elif fmt == "mir1k":
-        tracks = _mir1k_tracks(base, sources)
+        tracks = _mir1k_tracks(base, sources, keep_held_out=cfg.data.mir1k_held_out_singers)
     elif fmt == "stem-mp4":
         tracks = _mp4_tracks(base, sources)
     else:  # pragma: no cover - config validation rejects it
@@ -144,12 +147,21 @@ def _folder_tracks(base: Path, sources: list[str], stem_map: dict[str, str]) -> 
     return tracks
 
 
-def _mir1k_tracks(base: Path, sources: list[str]) -> list[Track]:
+def _mir1k_tracks(base: Path, sources: list[str], keep_held_out: bool = False) -> list[Track]:
+    """MIR-1K clips as two-stem tracks; the real-voice check's singers are dropped unless `keep_held_out`."""
+    from stemgui.data.mir1k import is_held_out_singer, singer_of
+
     unknown = [s for s in sources if s not in MIR1K_SOURCES]
     if unknown:
         raise DatasetError(f"{base}: MIR-1K has only the sources accompaniment and vocals, not {', '.join(unknown)}")
     folder = base / "Wavfile" if (base / "Wavfile").is_dir() else base
     files = audio_files(folder)
+    if not keep_held_out:
+        dropped = [p for p in files if is_held_out_singer(singer_of(p))]
+        if dropped:
+            log.info("%s: %d clips of the real-voice check's singers left out of training "
+                     "(data.mir1k_held_out_singers = true keeps them)", folder, len(dropped))
+            files = [p for p in files if p not in dropped]
     tracks = []
     for path in files:
         info = _probe(path)

@@ -209,6 +209,7 @@ class Trainer:
 
         self.step = 0
         self.wall_time = 0.0
+        self.cpu_time = 0.0  # process CPU seconds (every thread) spent in the loop, summed over resumes
         self.bad_steps = 0
         self.skipped = 0
         self.metrics: dict[str, Any] = {}
@@ -241,6 +242,7 @@ class Trainer:
             },
             "sampler": {"next_step": self.step, "global_batch": self.cfg.train.batch_size},
             "wall_time": self.wall_time,
+            "cpu_time": self.cpu_time,
             "skipped": self.skipped,
             "metrics": self.metrics,
             "finetune": self.finetune_note,
@@ -269,6 +271,7 @@ class Trainer:
             torch.cuda.set_rng_state_all(rng["cuda"])
         self.step = int(state["step"])
         self.wall_time = float(state.get("wall_time", 0.0))
+        self.cpu_time = float(state.get("cpu_time", 0.0))
         self.skipped = int(state.get("skipped", 0))
         self.metrics = dict(state.get("metrics") or {})
         if state.get("finetune"):
@@ -417,11 +420,32 @@ class Trainer:
                 everything[i].append(v)
                 if audible[i]:
                     per_source[i].append(v)
+        real_voice = self._real_voice(model) if self.cfg.data.real_voice else None
         model.train(was_training)
         sdr = {name: round(float(np.mean(v or every)), 4)  # a source silent everywhere: plain mean
                for name, v, every in zip(self.sources, per_source, everything)}
-        return {"valid_sdr": sdr, "valid_sdr_mean": round(float(np.mean(list(sdr.values()))), 4),
-                "valid_tracks": len(dataset), "valid_step": self.step}
+        out = {"valid_sdr": sdr, "valid_sdr_mean": round(float(np.mean(list(sdr.values()))), 4),
+               "valid_tracks": len(dataset), "valid_step": self.step}
+        if real_voice is not None:
+            out["real_voice"] = real_voice
+        return out
+
+    def _real_voice(self, model: nn.Module) -> dict[str, Any] | None:
+        """data.real_voice: GNSDR of vocals and accompaniment on MIR-1K's held-out singers (stemgui.eval.real_voice)."""
+        from stemgui.eval.real_voice import clips_from, evaluate_real_voice, has_vocals
+
+        if not has_vocals(self.sources):
+            log.warning("data.real_voice: the model has no vocals stem (%s): check skipped", ", ".join(self.sources))
+            return None
+        d = self.cfg.data
+
+        def separate(mix: np.ndarray) -> np.ndarray:  # whole clips (4-13 s), as the excerpts above
+            with self._autocast():
+                return model(torch.from_numpy(mix)[None].to(self.device))[0].float().cpu().numpy()
+
+        result = evaluate_real_voice(separate, self.sources, clips_from(d.real_voice_dir or None, d.real_voice_clips),
+                                     int(getattr(model, "samplerate", d.samplerate)), d.channels)
+        return {**result.summary(), "singers": "held-out MIR-1K (stemgui.data.mir1k.HELD_OUT_SINGERS)"}
 
     def _validate_and_log(self) -> None:
         if self.env.is_main:
@@ -442,6 +466,9 @@ class Trainer:
                              finetune=self.finetune_note, train_tracks=len(self.train_tracks),
                              valid_tracks=len(self.valid_tracks), wall_time_s=self.wall_time,
                              world_size=self.env.world_size, device=str(self.device), stopped_early=stopped)
+        card["training"]["cpu_time_s"] = round(self.cpu_time, 1)
+        if self.cfg.train.cpu_minutes:
+            card["training"]["cpu_budget_s"] = round(self.cfg.train.cpu_minutes * 60, 1)
         if getattr(model, "paper", None):
             card["paper"] = model.paper
         paper_args = getattr(model, "paper_args", None) or {}
@@ -454,6 +481,13 @@ class Trainer:
             card["training"]["losses"].update(divergence=self.cfg.loss.divergence,
                                               discriminative=self.cfg.loss.discriminative)
         return save_model(model, self.out, card)
+
+    def _cpu_budget_spent(self) -> bool:
+        """train.cpu_minutes: whether this run's process CPU time has reached its budget (any rank decides)."""
+        minutes = self.cfg.train.cpu_minutes
+        if not minutes:  # the same on every rank: no collective call per step without a budget
+            return False
+        return any_rank(self.cpu_time >= minutes * 60, self.env)
 
     def _apply_budget(self, budget: "TimeBudget", now: float) -> None:
         """train.minutes: once the first steps are measured, fix train.steps to what fits in the time left."""
@@ -480,7 +514,7 @@ class Trainer:
         `model.fit` on the train.steps x train.batch_size segments the loop would have read, then the same
         validation, checkpoint and card."""
         t = self.cfg.train
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         dataset = SegmentDataset(self.train_tracks, self.sources, self.cfg, length=t.steps * t.batch_size)
         stems = torch.stack([dataset[index][1] for index in range(len(dataset))])
         history = self.G.fit(stems.to(self.device))
@@ -488,6 +522,7 @@ class Trainer:
             self.ema.load_state_dict(self.G.state_dict())
         self.step = t.steps
         self.wall_time += time.perf_counter() - started
+        self.cpu_time += time.process_time() - cpu_started
         self._log({"event": "fit", "step": self.step, "segments": len(dataset), "wall_time_s": round(self.wall_time, 2),
                    "divergence": {name: values[-1] for name, values in history.items()}})
         self._validate_and_log()
@@ -500,8 +535,8 @@ class Trainer:
         cfg, t = self.cfg, self.cfg.train
         if getattr(self.G, "trained_by_fitting", False) and self.step < t.steps:
             return self.fit()
-        if self.step >= t.steps:
-            self._log({"event": "end", "step": self.step, "note": "already at train.steps"})
+        if self.step >= t.steps or self._cpu_budget_spent():
+            self._log({"event": "end", "step": self.step, "note": "already at train.steps or train.cpu_minutes"})
             out = self.export()
             return TrainResult(out, self.run_dir, self.step, self.metrics)
         dataset = SegmentDataset(self.train_tracks, self.sources, cfg, length=t.steps * t.batch_size)
@@ -526,6 +561,7 @@ class Trainer:
         window_start = time.perf_counter()
         window_steps = 0
         last = time.perf_counter()
+        cpu_last = time.process_time()
         budget = TimeBudget(t.minutes, self.step, window_start)
         with StopRequest() as stop:
             try:
@@ -534,6 +570,13 @@ class Trainer:
                     now = time.perf_counter()
                     self.wall_time += now - last
                     last = now
+                    cpu_now = time.process_time()
+                    self.cpu_time += cpu_now - cpu_last
+                    cpu_last = cpu_now
+                    cpu_spent = self._cpu_budget_spent()
+                    if cpu_spent:
+                        self._log({"event": "cpu_budget", "step": self.step, "cpu_time_s": round(self.cpu_time, 2),
+                                   "cpu_minutes": t.cpu_minutes})
                     window_steps += 1
                     if budget.pending:
                         self._apply_budget(budget, now)
@@ -549,17 +592,18 @@ class Trainer:
                         self._log({"event": "train", "step": self.step, **{k: round(v, 6) for k, v in record.items()},
                                    "steps_per_s": round(rate, 4), "samples_per_s": round(rate * t.batch_size, 3),
                                    "eta_s": round(eta, 1) if eta is not None else None,
-                                   "wall_time_s": round(self.wall_time, 2), "skipped_total": self.skipped})
+                                   "wall_time_s": round(self.wall_time, 2), "cpu_time_s": round(self.cpu_time, 2),
+                                   "skipped_total": self.skipped})
                         window_start, window_steps = now, 0
-                    if self.step % t.valid_every == 0 or self.step == t.steps:
+                    if self.step % t.valid_every == 0 or self.step == t.steps or cpu_spent:
                         self._validate_and_log()
                     if any_rank(stop.requested, self.env):
                         stopped = True
                         break
-                    if self.step % t.checkpoint_every == 0 and self.step != t.steps:
+                    if self.step % t.checkpoint_every == 0 and self.step != t.steps and not cpu_spent:
                         self.save_checkpoint()
                         last = time.perf_counter()
-                    if self.step >= t.steps:  # a time budget can end the run before the sampler does
+                    if self.step >= t.steps or cpu_spent:  # a time budget can end the run before the sampler does
                         break
             finally:
                 if progress is not None:
