@@ -1,19 +1,26 @@
-"""`stemgui evaluate`: score models and oracle baselines on a MUSDB18-HQ-layout dataset.
+"""`stemgui evaluate`: score models and oracle baselines on a MUSDB18-HQ-layout dataset or `.stem.mp4` files.
 
 For every system (a model, or an oracle: ideal ratio mask, ideal binary mask, mixture) and every track it
 writes `OUT/<system>/<subset>/<track>.json` in museval's format (so museval's own aggregation reads them),
 then a summary table (printed, `summary.csv`, `summary.md`), one box plot per metric with all systems side
 by side and, with `--plots`, log-mel spectrogram comparisons per track.
+
+The sources scored are the first model's (or `--sources`): a two-stem model (`vocals, accompaniment`) is scored
+on a four-stem dataset against accompaniment = the sum of every stem but the vocals (stemgui.eval.dataset), the
+oracles are computed for that same set, and a four-stem model compared with it gives its own non-vocal stems'
+sum as its accompaniment.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+log = logging.getLogger(__name__)
 ORACLE_LABELS = {"irm": "oracle-IRM", "ibm": "oracle-IBM", "mix": "mixture"}
 
 
@@ -35,7 +42,11 @@ def register(sub) -> None:
     )
     p.add_argument("--model", default=None, help="model name or path to evaluate")
     p.add_argument("--dataset", default=None,
-                   help="dataset root (<root>/<subset>/<track>/<stem>.wav); optional with --real-voice")
+                   help="dataset root (<root>/<subset>/<track>/<stem>.wav, or .stem.mp4 files) or one .stem.mp4 "
+                   "file; optional with --real-voice")
+    p.add_argument("--sources", default="", metavar="A,B",
+                   help="sources to score, e.g. vocals,accompaniment (default: the first model's; the four stems "
+                   "for oracles alone); accompaniment = every stem but vocals")
     p.add_argument("--out", required=True, help="output folder for JSON scores, tables and plots")
     p.add_argument("--subset", default="test", help="subset folder under the dataset root (default: test)")
     p.add_argument("--jobs", type=int, default=1, help="tracks scored in parallel processes (default: 1)")
@@ -93,18 +104,47 @@ def systems_from_args(args: argparse.Namespace) -> list[System]:
     return systems
 
 
-def select_tracks(dataset: str, subset: str | None, names: list[str] | None) -> list[Path]:
-    from stemgui.data.layout import find_tracks
-    from stemgui.errors import DatasetError
+def select_tracks(dataset: str, subset: str | None, names: list[str] | None):
+    """The songs to score (stemgui.eval.dataset.EvalTrack), only `names` when given."""
+    from stemgui.eval.dataset import find_eval_tracks
 
-    tracks = find_tracks(dataset, subset)
-    if names:
-        by_name = {t.name: t for t in tracks}
-        missing = [n for n in names if n not in by_name]
-        if missing:
-            raise DatasetError(f"{dataset}: no track named {', '.join(missing)} (have: {', '.join(by_name)})")
-        tracks = [by_name[n] for n in names]
-    return tracks
+    return find_eval_tracks(dataset, subset, names)
+
+
+def scored_sources(systems: list[System], args: argparse.Namespace) -> list[str]:
+    """`--sources`, else the first model's sources, else (oracles alone) the four stems."""
+    from stemgui import SOURCES
+    from stemgui.errors import ConfigError
+
+    if args.sources:
+        sources = [s.strip() for s in args.sources.split(",") if s.strip()]
+        if not sources or len(set(sources)) != len(sources):
+            raise ConfigError(f"--sources {args.sources!r}: give distinct names separated by commas")
+        return sources
+    for system in systems:
+        if system.kind == "model":
+            return list(_separator(system.target, args.device, args.shifts).sources)
+    return list(SOURCES)
+
+
+def model_estimate_plan(target: str, model_sources: list[str], sources: list[str]) -> list[list[int]]:
+    """For each source to score, the model outputs summed into its estimate: the source itself, or, for a
+    model without an accompaniment stem, every stem but its vocals; raises ModelError when one is missing."""
+    from stemgui.errors import ModelError
+    from stemgui.eval.dataset import ACCOMPANIMENT
+
+    plan, missing = [], []
+    for source in sources:
+        if source in model_sources:
+            plan.append([model_sources.index(source)])
+        elif source == ACCOMPANIMENT and "vocals" in model_sources and len(model_sources) > 1:
+            plan.append([i for i, name in enumerate(model_sources) if name != "vocals"])
+        else:
+            missing.append(source)
+    if missing:
+        raise ModelError(f"{target}: model has no stem {', '.join(missing)} (it has {', '.join(model_sources)}); "
+                         "--sources chooses what is scored")
+    return plan
 
 
 # ---------------------------------------------------------------- work done per (system, track), maybe in a worker
@@ -127,19 +167,17 @@ def _worker_init() -> None:
     torch.set_num_threads(1)  # one process per core; never more threads (see design notes on linalg)
 
 
-def estimate(system: System, track: Path, sources: list[str], stems, mixture, samplerate: int, device: str, shifts: int):
-    """Estimates (sources, channels, samples) of `system` for one track, at the track's rate."""
+def estimate(system: System, track, sources: list[str], stems, mixture, samplerate: int, device: str, shifts: int):
+    """Estimates (sources, channels, samples) of `system` for one track, at the track's rate; oracles are
+    computed from the references of exactly `sources` (for two stems: vocals against the accompaniment)."""
     import numpy as np
 
-    from stemgui.errors import ModelError
     from stemgui.eval.oracle import oracle_estimates
 
     if system.kind == "oracle":
         return oracle_estimates(stems, system.target)
     separator = _separator(system.target, device, shifts)
-    missing = [s for s in sources if s not in separator.sources]
-    if missing:
-        raise ModelError(f"{system.target}: model has no stem {', '.join(missing)} (it has {', '.join(separator.sources)})")
+    plan = model_estimate_plan(system.target, list(separator.sources), sources)
     wav = mixture
     if samplerate != separator.samplerate:
         from stemgui.audio import resample
@@ -160,13 +198,13 @@ def estimate(system: System, track: Path, sources: list[str], stems, mixture, sa
     out = out[..., :length]
     if out.shape[-1] < length:
         out = np.pad(out, [(0, 0), (0, 0), (0, length - out.shape[-1])])
-    picked = np.stack([out[separator.sources.index(s)] for s in sources])
+    picked = np.stack([out[rows].sum(axis=0) for rows in plan])
     return picked.astype(np.float32)
 
 
 def score_track(
     system: System,
-    track: Path,
+    track,
     sources: list[str],
     out_dir: Path,
     subset: str,
@@ -175,17 +213,17 @@ def score_track(
     plots: bool = False,
     plot_seconds: float = 10.0,
 ):
-    """Separate (or apply the oracle to) one track, score it, write its JSON (and figure); return the scores."""
-    from stemgui.data.layout import read_mixture, read_stems
+    """Separate (or apply the oracle to) one track (a stemgui.eval.dataset.EvalTrack), score it, write its
+    JSON (and figure); return the scores."""
     from stemgui.errors import DatasetError
     from stemgui.eval import bsseval, metrics, report
+    from stemgui.eval.dataset import read_references
 
-    stems, samplerate = read_stems(track, sources)
-    mixture, mix_rate = read_mixture(track, sources)
-    if mix_rate != samplerate or mixture.shape != stems.shape[1:]:
+    stems, mixture, samplerate = read_references(track, sources)
+    if mixture.shape != stems.shape[1:]:
         raise DatasetError(
-            f"{track}: mixture ({mixture.shape[-1]} samples at {mix_rate} Hz) does not match the stems "
-            f"({stems.shape[-1]} samples at {samplerate} Hz)"
+            f"{track.path}: mixture ({mixture.shape[0]} channels, {mixture.shape[-1]} samples) does not match the "
+            f"stems ({stems.shape[1]} channels, {stems.shape[-1]} samples)"
         )
     estimates = estimate(system, track, sources, stems, mixture, samplerate, device, shifts)
     win = samplerate  # 1 s frames and hops, as SiSEC
@@ -254,9 +292,9 @@ def run_real_voice(systems: list[System], args: argparse.Namespace, out_dir: Pat
 
 
 def run(args: argparse.Namespace) -> int:
-    from stemgui import SOURCES
     from stemgui.errors import ConfigError
     from stemgui.eval import report
+    from stemgui.eval.dataset import check_sources
 
     if args.jobs < 1:
         raise ConfigError(f"--jobs must be at least 1, got {args.jobs}")
@@ -272,7 +310,21 @@ def run(args: argparse.Namespace) -> int:
             return 0
     tracks = select_tracks(args.dataset, args.subset, args.tracks)
     subset = args.subset or "test"
-    sources = list(SOURCES)
+    sources = scored_sources(systems, args)
+    first_model = next((s.target for s in systems if s.kind == "model"), None)
+    wanted_by = "--sources" if args.sources else first_model or "the oracles (four stems unless --sources)"
+    if not args.sources and first_model:  # e.g. a six-stem model on MUSDB: score the stems the dataset has
+        held = {name for track in tracks for name in track.stems}
+        present = [s for s in sources if s in held]
+        if present and len(present) < len(sources):
+            log.warning("%s: the dataset has no %s stem: scoring %s (--sources chooses)", args.dataset,
+                        ", ".join(s for s in sources if s not in held), ", ".join(present))
+            sources = present
+    check_sources(args.dataset, tracks, sources, wanted_by)
+    for system in systems:
+        if system.kind == "model":
+            model_estimate_plan(system.target, list(_separator(system.target, args.device, args.shifts).sources),
+                                sources)
     tasks = [(system, track) for system in systems for track in tracks]
     kwargs = dict(device=args.device, shifts=args.shifts, plots=args.plots, plot_seconds=args.plot_seconds)
 

@@ -2,7 +2,9 @@
 
 Every model score needs context: the ideal ratio mask and ideal binary mask (STFT masks computed from the
 reference stems, applied to the mixture) are upper bounds for masking separators, and the mixture used as
-every estimate is the floor. Stems are (sources, channels, samples); the mixture is their sum.
+every estimate is the floor. Stems are (sources, channels, samples); the mixture is their sum. The stems are the
+set being scored: for a two-stem model, (vocals, accompaniment) with accompaniment the sum of the other stems
+(stemgui.eval.dataset), so the masks are the two-source ones its papers report (vocals against accompaniment).
 """
 
 from __future__ import annotations
