@@ -18,6 +18,8 @@ from stemgui import SOURCES
 from stemgui.errors import DatasetError
 
 AUDIO_SUFFIXES = (".wav", ".flac")
+ACCOMPANIMENT = "accompaniment"  # a two-stem source; on a four-stem dataset the sum of ACCOMPANIMENT_PARTS
+ACCOMPANIMENT_PARTS = tuple(s for s in SOURCES if s != "vocals")
 MIR1K_SOURCES = ("accompaniment", "vocals")  # a MIR-1K clip: left channel accompaniment, right channel voice
 STEM_MP4_STREAMS = {name: index + 1 for index, name in enumerate(SOURCES)}  # stream 0 is the mixture
 

@@ -18,15 +18,13 @@ from pathlib import Path
 import numpy as np
 
 from stemgui import SOURCES
-from stemgui.data.layout import audio_files, detect_format, find_tracks, stem_file
+from stemgui.data.layout import ACCOMPANIMENT, ACCOMPANIMENT_PARTS, audio_files, detect_format, find_tracks, stem_file
 from stemgui.errors import DatasetError
-from stemgui.train.data import ACCOMPANIMENT, StemRef, Track, discover_tracks, read_ref
+from stemgui.train.data import StemRef, Track, discover_tracks, read_ref
 
 log = logging.getLogger(__name__)
 
 STEM_MP4 = ".stem.mp4"
-ACCOMPANIMENT_PARTS = tuple(s for s in SOURCES if s != "vocals")
-"""What ACCOMPANIMENT sums on a four-stem dataset (stemgui.train.data: every stem but the vocals)."""
 
 
 @dataclass(frozen=True)

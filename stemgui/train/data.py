@@ -20,8 +20,16 @@ import soundfile as sf
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from stemgui import SOURCES
-from stemgui.data.layout import MIR1K_SOURCES, STEM_MP4_STREAMS, audio_files, detect_format, find_tracks, stem_file
+from stemgui.data.layout import (
+    ACCOMPANIMENT,
+    ACCOMPANIMENT_PARTS,
+    MIR1K_SOURCES,
+    STEM_MP4_STREAMS,
+    audio_files,
+    detect_format,
+    find_tracks,
+    stem_file,
+)
 from stemgui.data.layout import dataset_sources as layout_sources
 from stemgui.errors import DatasetError
 from stemgui.train.augment import augment_stems, circular_shift, plan_segment
@@ -29,7 +37,6 @@ from stemgui.train.config import Config
 
 log = logging.getLogger(__name__)
 
-ACCOMPANIMENT = "accompaniment"  # on a four-stem dataset: the sum of every stem but the vocals
 
 
 @dataclass(frozen=True)
@@ -117,7 +124,7 @@ def _musdb_tracks(base: Path, sources: list[str]) -> list[Track]:
         refs = {}
         for source in sources:
             path = stem_file(folder, source)
-            parts = [stem_file(folder, name) for name in SOURCES if name != "vocals"]
+            parts = [stem_file(folder, name) for name in ACCOMPANIMENT_PARTS]
             if path is None and source == ACCOMPANIMENT and all(parts):  # two-stem training on four stems
                 refs[source] = StemRef(parts[0], extra=tuple(parts[1:]))
                 continue
