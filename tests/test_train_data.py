@@ -203,6 +203,13 @@ def test_stem_mp4(tmp_path):
         peak = np.argmax(spectrum) * rate / 8192
         assert abs(peak - f) < 15, (name, peak)
         assert 0.15 < np.abs(seg).max() < 0.45
+    # two-stem training reads the accompaniment as the sum of the drums, bass and other streams
+    parts = sum(read_source(tracks[0], name, 30000, 8192, rate, 2) for name in ("drums", "bass", "other"))
+    cfg.data.sources = ["vocals", "accompaniment"]
+    tracks, _, sources = load_splits(cfg)
+    assert sources == ["vocals", "accompaniment"]
+    acc = read_source(tracks[0], "accompaniment", 30000, 8192, rate, 2)
+    np.testing.assert_allclose(acc, parts, atol=1e-6)
 
 
 def test_step_sampler_shards_the_global_batch():

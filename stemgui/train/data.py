@@ -47,6 +47,7 @@ class StemRef:
     channel: int | None = None
     stream: int | None = None
     extra: tuple[Path, ...] = ()  # more files summed into this source (accompaniment = drums + bass + other)
+    extra_streams: tuple[int, ...] = ()  # likewise, more streams of the same .stem.mp4
 
 
 @dataclass
@@ -183,9 +184,11 @@ def _mir1k_tracks(base: Path, sources: list[str], keep_held_out: bool = False) -
 def _mp4_tracks(base: Path, sources: list[str]) -> list[Track]:
     import av
 
-    unknown = [s for s in sources if s not in STEM_MP4_STREAMS]
+    unknown = [s for s in sources if s not in STEM_MP4_STREAMS and s != ACCOMPANIMENT]
     if unknown:
         raise DatasetError(f"{base}: .stem.mp4 files hold drums, bass, other and vocals, not {', '.join(unknown)}")
+    streams_of = {s: [STEM_MP4_STREAMS[p] for p in ACCOMPANIMENT_PARTS] if s == ACCOMPANIMENT
+                  else [STEM_MP4_STREAMS[s]] for s in sources}  # two-stem training: accompaniment sums three
     tracks = []
     for path in sorted(base.rglob("*.stem.mp4")):
         try:
@@ -196,12 +199,12 @@ def _mp4_tracks(base: Path, sources: list[str]) -> list[Track]:
                                        "(mixture, drums, bass, other, vocals)")
                 rate = streams[0].rate
                 seconds = container.duration / 1e6 if container.duration else 0.0
-                chans = {s: streams[STEM_MP4_STREAMS[s]].channels for s in sources}
-                if any(streams[STEM_MP4_STREAMS[s]].rate != rate for s in sources):
+                chans = {s: max(streams[i].channels for i in streams_of[s]) for s in sources}
+                if any(streams[i].rate != rate for s in sources for i in streams_of[s]):
                     raise DatasetError(f"{path}: its stem streams have different sample rates")
         except av.FFmpegError as exc:
             raise DatasetError(f"{path}: cannot open ({exc})") from None
-        refs = {s: StemRef(path, stream=STEM_MP4_STREAMS[s]) for s in sources}
+        refs = {s: StemRef(path, stream=streams_of[s][0], extra_streams=tuple(streams_of[s][1:])) for s in sources}
         tracks.append(Track(path.name[: -len(".stem.mp4")], refs, int(rate), int(seconds * rate), chans))
     return tracks
 
@@ -237,7 +240,8 @@ def read_ref(ref: StemRef, start: int, frames: int) -> np.ndarray:
     if frames <= 0:
         raise ValueError("frames must be positive")
     if ref.stream is not None:
-        return _read_mp4(ref.path, ref.stream, start, frames)
+        return sum((_read_mp4(ref.path, stream, start, frames) for stream in ref.extra_streams),
+                   _read_mp4(ref.path, ref.stream, start, frames))
     if ref.extra:
         return sum((read_ref(StemRef(path, ref.channel), start, frames) for path in ref.extra),
                    read_ref(StemRef(ref.path, ref.channel), start, frames))
