@@ -14,7 +14,8 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Iterator
 
-__all__ = ["atomic_path", "atomic_write", "atomic_write_bytes", "atomic_write_text", "ordinary_permissions"]
+__all__ = ["atomic_path", "atomic_write", "atomic_write_bytes", "atomic_write_text", "fsync_path",
+           "ordinary_permissions"]
 
 
 def ordinary_permissions(path: str | os.PathLike) -> None:
@@ -24,7 +25,8 @@ def ordinary_permissions(path: str | os.PathLike) -> None:
     os.chmod(path, 0o666 & ~umask)
 
 
-def _fsync(path: Path) -> None:
+def fsync_path(path: Path) -> None:
+    """Flush a finished file to disk before it is renamed into place (after a power cut it is whole or absent)."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
@@ -50,7 +52,7 @@ def atomic_path(dest: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]
     tmp = Path(name)
     try:
         yield tmp
-        _fsync(tmp)
+        fsync_path(tmp)
         ordinary_permissions(tmp)
         os.replace(tmp, dest)
     except BaseException:

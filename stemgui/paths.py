@@ -80,3 +80,9 @@ def user_cache_dir() -> Path:
     """Separated stems are cached here; STEMGUI_CACHE_DIR overrides it (tests)."""
     override = os.environ.get("STEMGUI_CACHE_DIR")
     return Path(override) if override else Path(platformdirs.user_cache_dir(APP_NAME, appauthor=False))
+
+
+def user_log_dir() -> Path:
+    """The app's log and crash-trace files live here; STEMGUI_LOG_DIR overrides it (tests)."""
+    override = os.environ.get("STEMGUI_LOG_DIR")
+    return Path(override) if override else Path(platformdirs.user_log_dir(APP_NAME, appauthor=False))

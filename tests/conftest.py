@@ -21,6 +21,7 @@ def _isolated_user_dirs(tmp_path_factory, monkeypatch):
     base = tmp_path_factory.mktemp("userdirs")
     monkeypatch.setenv("STEMGUI_DATA_DIR", str(base / "data"))
     monkeypatch.setenv("STEMGUI_CACHE_DIR", str(base / "cache"))
+    monkeypatch.setenv("STEMGUI_LOG_DIR", str(base / "log"))
 
 
 def make_tiny_model(sources=("drums", "bass", "other", "vocals"), seed: int = 0, **kwargs):

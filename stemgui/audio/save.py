@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import soundfile
 
+from stemgui.atomic import fsync_path
 from stemgui.audio.resample import StreamResampler
 from stemgui.errors import AudioError
 
@@ -208,6 +209,7 @@ class AudioWriter:
                 self._push(np.zeros((self.channels, 0), dtype=np.float32), last=True)
             sink, self._sink = self._sink, None
             sink.close()
+            fsync_path(self._tmp)
             os.replace(self._tmp, self.path)
         except Exception as exc:
             self.abort()

@@ -7,13 +7,19 @@ display, to separate on the command line instead) without loading Qt.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from stemgui import __version__
 from stemgui.atomic import atomic_path
 
+if TYPE_CHECKING:
+    from stemgui.logsetup import LogSetup
+
+log = logging.getLogger(__name__)
 SCREENSHOT_POSITION = 0.36  # of the song: the playhead in the picture
 SCREENSHOT_LOOP = (0.30, 0.48)  # of the song: a practice loop in the picture
 POLL_MS = 100
@@ -82,7 +88,25 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Open the window (and, for a scripted run, separate, shoot and quit); returns the exit code."""
+    """Open the window (and, for a scripted run, separate, shoot and quit); returns the exit code.
+
+    The log (a rotating file in the user log folder) and faulthandler's crash trace are set up first, so a
+    crash while Qt or torch loads is traced too; an exception nobody caught shows a dialog and the app goes on.
+    """
+    from stemgui.logsetup import install_logging
+
+    logs = install_logging()
+    try:
+        return _run(args, logs)
+    except Exception:
+        log.exception("the app failed")
+        raise
+    finally:
+        log.info("stemgui exits")
+        logs.close()
+
+
+def _run(args: argparse.Namespace, logs: LogSetup) -> int:
     try:
         width, height = (int(v) for v in args.size.lower().split("x"))
     except ValueError:
@@ -93,10 +117,10 @@ def run(args: argparse.Namespace) -> int:
         print("stemgui: error: --screenshot and --quit-when-done need a SONG", file=sys.stderr)
         return 2
 
-    from PySide6.QtCore import QTimer
     from PySide6.QtGui import QIcon
     from PySide6.QtWidgets import QApplication
 
+    from stemgui.gui.crash import CrashReporter, route_qt_messages
     from stemgui.gui.main_window import MainWindow
     from stemgui.gui.theme import apply_dark_theme
 
@@ -112,9 +136,30 @@ def run(args: argparse.Namespace) -> int:
     if icon.is_file():
         app.setWindowIcon(QIcon(str(icon)))
     dialogs = printing_dialogs() if scripted else None
-    window = MainWindow(dialogs=dialogs, model=args.model, enable_audio=not (args.no_audio or scripted))
+
+    def print_crash(summary: str, details: str) -> None:  # scripted runs: a line on stderr, not a dialog
+        print(f"stemgui: error: unexpected {summary} (details in {logs.log_file})", file=sys.stderr)
+
+    reporter = CrashReporter(logs.log_file, present=print_crash if scripted else None).install()
+    route_qt_messages(True)
+    try:
+        window = MainWindow(dialogs=dialogs, model=args.model, enable_audio=not (args.no_audio or scripted))
+        reporter.parent_widget = window
+        return _show(app, window, dialogs, args, scripted, width, height, logs)
+    finally:
+        route_qt_messages(False)
+        reporter.uninstall()
+
+
+def _show(app, window, dialogs, args: argparse.Namespace, scripted: bool, width: int, height: int,
+          logs: LogSetup) -> int:
+    from PySide6.QtCore import QTimer
+
     if dialogs is not None:
         dialogs.parent = window
+    if logs.previous_crash and not scripted:
+        window.statusBar().showMessage(f"The last session of StemGUI crashed; its trace is in {logs.crash_file}",
+                                       15000)
     window.resize(width, height)
     window.show()
     result = {"rc": 0}
@@ -149,8 +194,21 @@ def run(args: argparse.Namespace) -> int:
                                                               finish(3)))
     if args.song:
         def start() -> None:
+            log.info("opening %s", args.song)
             if not window.open_song(args.song) and scripted:
                 finish(1)
+            elif window.worker is not None:  # the log says how far it got (a crash report needs that)
+                worker = window.worker
+                worker.stage.connect(lambda text: log.info("separation stage: %s", text))
+
+                logged = []
+
+                def first_chunk(begin: int, end: int) -> None:
+                    if not logged:
+                        logged.append(end)
+                        log.info("separation: first stems ready (samples %d-%d)", begin, end)
+
+                worker.chunk.connect(first_chunk)
             if args.more_songs:  # "Open with StemGUI" on several files (%F): the rest go to the batch queue
                 window.queue_songs(args.more_songs)
 

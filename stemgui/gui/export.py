@@ -3,27 +3,32 @@
 Qt-free so that it runs in a worker thread and in tests. Files are written in blocks (for progress and a
 prompt cancel) through `stemgui.audio.AudioWriter`, which writes a hidden temporary file beside the target and
 renames it into place when complete (and knows MP3's sample rates and the PyAV fallback); existing files are
-only replaced when `confirm_overwrite` says so; a full disk is reported in one sentence.
+only replaced when `confirm_overwrite` says so; a full disk is reported in one sentence and leaves the previous
+file as it was. An export killed mid-write (kill -9, power loss) leaves only its hidden temp file, which the
+next export of the same file removes (`remove_stale_temps`).
 """
 
 from __future__ import annotations
 
-import errno
+import glob
 import logging
 import os
-import shutil
+import shutil  # noqa: F401 - tests patch export.shutil.disk_usage to fake a full disk
+import time
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
 from stemgui.audio import AudioWriter
+from stemgui.diskspace import check_free_space, is_disk_full
 from stemgui.errors import AudioError, Cancelled
 from stemgui.mix import LaneMix, Playback, lane_gains, mix, render_mix
 
 log = logging.getLogger(__name__)
 FORMATS = ("wav", "flac", "mp3")
 BLOCK = 1 << 16
+STALE_TEMP_SECONDS = 600.0  # a temp file of an export not written to for this long was left by a kill
 MP3_COMPRESSION = 8  # bytes of PCM per byte of 320 kbit/s MP3, roughly: for the free-space check
 
 ProgressFn = Callable[[float, str], None]
@@ -60,23 +65,24 @@ def _check_overwrite(paths: Sequence[Path], confirm_overwrite: ConfirmFn | None)
         raise OverwriteDeclined(f"{clash[0]}: already exists; nothing was overwritten.")
 
 
-def _check_space(folder: Path, needed: int) -> None:
-    free = shutil.disk_usage(folder).free
-    if free < needed:
-        raise AudioError(f"{folder}: the disk is full ({free // 2**20} MB free, about {needed // 2**20 + 1} MB "
-                         "needed); nothing was written.")
+def remove_stale_temps(path: Path, older_than: float = STALE_TEMP_SECONDS) -> list[Path]:
+    """Delete the temp files an export of `path` killed mid-write left (`.<stem>.tmp-XXXXXXXX<suffix>`).
 
-
-def _disk_full(exc: BaseException, folder: Path) -> bool:
-    """Whether a write failed for lack of space (libsndfile reports a full disk as a short write)."""
-    while exc is not None:
-        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
-            return True
-        exc = exc.__cause__
-    try:
-        return shutil.disk_usage(folder).free < (1 << 20)
-    except OSError:
-        return False
+    Only files untouched for `older_than` seconds go: a temp being written right now (another window, another
+    instance) is modified every block.
+    """
+    removed = []
+    now = time.time()
+    for tmp in path.parent.glob(f".{glob.escape(path.stem)}.tmp-{'[0-9a-f]' * 8}{glob.escape(path.suffix)}"):
+        try:
+            if now - tmp.stat().st_mtime > older_than:
+                tmp.unlink()
+                removed.append(tmp)
+        except OSError as exc:
+            log.debug("cannot remove the leftover %s: %s", tmp, exc)
+    if removed:
+        log.info("removed %d leftover temp file(s) of %s", len(removed), path)
+    return removed
 
 
 def write_audio(path: str | os.PathLike, frames: int, channels: int, samplerate: int,
@@ -91,7 +97,9 @@ def write_audio(path: str | os.PathLike, frames: int, channels: int, samplerate:
     depth = _writer_bit_depth(fmt, bit_depth)
     folder = path.parent
     folder.mkdir(parents=True, exist_ok=True)
-    _check_space(folder, frames * channels * depth // 8 // (MP3_COMPRESSION if fmt == "mp3" else 1) + (1 << 16))
+    remove_stale_temps(path)
+    needed = frames * channels * depth // 8 // (MP3_COMPRESSION if fmt == "mp3" else 1) + (1 << 16)
+    check_free_space(folder, needed)
     try:
         with AudioWriter(path, samplerate, channels, bit_depth=depth) as writer:
             for start in range(0, max(frames, 1), BLOCK):
@@ -105,8 +113,9 @@ def write_audio(path: str | os.PathLike, frames: int, channels: int, samplerate:
     except Cancelled:
         raise
     except Exception as exc:  # noqa: BLE001 - OSError, the writer's AudioError, libsndfile errors
-        if _disk_full(exc, folder):
-            raise AudioError(f"{path}: the disk is full; nothing was written.") from exc
+        if is_disk_full(exc, folder, needed):
+            previous = " (the previous file is unchanged)" if path.exists() else ""
+            raise AudioError(f"{path}: the disk is full; nothing was written{previous}.") from exc
         if isinstance(exc, AudioError):
             raise
         if isinstance(exc, OSError):
