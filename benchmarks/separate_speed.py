@@ -11,6 +11,11 @@ Writes benchmarks/results/separate_speed.json. Run by hand (the 10-minute input 
     .venv/bin/python benchmarks/separate_speed.py                          # 60 s and 10 min, both engines
     .venv/bin/python benchmarks/separate_speed.py --seconds 60 --repeats 3
     .venv/bin/python benchmarks/separate_speed.py --arch htdemucs --seconds 60 --repeats 1   # published size
+    .venv/bin/python benchmarks/separate_speed.py --seconds 20 --repeats 1 --backend eager onnx eager:int8
+
+`--backend` takes one or more engine options (BACKEND or BACKEND:PRECISION, see stemgui/backends.py); each is
+a separate "ours" run in the same interleaved order, reported with its ratio to demucs, to the first option
+and its max abs difference to both.
 """
 
 from __future__ import annotations
@@ -95,8 +100,13 @@ def child(opts: argparse.Namespace) -> dict:
 
         settings = SeparationSettings(segment=opts.segment, overlap=opts.overlap, shifts=opts.shifts, seed=7,
                                       batch_size=opts.batch_size, device="cpu")
-        separator = Separator(model, settings, workers=opts.workers)
+        backend, _, precision = opts.backend[0].partition(":")
+        separator = Separator(model, settings, workers=opts.workers, backend=backend, precision=precision or "auto")
         separator.separate(warm)
+        warm_started = time.perf_counter()
+        if separator.engine()["backend"] != "eager":  # export / compile the full-segment shapes before timing
+            separator.separate(mix[:, : int(SR * min(seconds, 2 * separator.segment_seconds))])
+        warm_seconds = time.perf_counter() - warm_started
 
         def run() -> np.ndarray:
             return separator.separate(mix)
@@ -110,6 +120,8 @@ def child(opts: argparse.Namespace) -> dict:
         ref = reference_class(spec.get("architecture", "hdemucs"))(spec["sources"], **spec["args"]).eval()
         ref.load_state_dict(model.state_dict())
         del model
+
+        warm_seconds = 0.0
 
         def run() -> np.ndarray:
             random.seed(7)
@@ -129,7 +141,8 @@ def child(opts: argparse.Namespace) -> dict:
     compared = stems if stems.shape[-1] <= 2 * n else np.concatenate([stems[..., :n], stems[..., -n:]], axis=-1)
     np.save(opts.out, compared)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"impl": opts.child, "seconds_audio": seconds, "seconds_wall": round(elapsed, 2),
+    engine = separator.engine() if opts.child == "ours" else {"backend": "demucs apply_model", "precision": "fp32"}
+    return {"impl": opts.child, "engine": engine, "warm_up_seconds": round(warm_seconds, 2), "seconds_audio": seconds, "seconds_wall": round(elapsed, 2),
             "seconds_cpu": round(cpu, 2), "rtf": round(elapsed / seconds, 4), "peak_rss_mb": round(peak_mb, 1),
             "torch_threads": threads, "loadavg_1min_before": round(load_before, 2),
             "loadavg_1min_after": round(load_after, 2)}
@@ -174,6 +187,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=4, help="ours: segments in flight (engine default 4)")
     parser.add_argument("--workers", type=int, default=None, help="ours: concurrent CPU segments (default: threads)")
     parser.add_argument("--impl", choices=("ours", "demucs", "both"), default="both")
+    parser.add_argument("--backend", nargs="+", default=["auto"],
+                        help="ours: engine option(s), BACKEND[:PRECISION] (default: auto)")
     parser.add_argument("--output", type=Path, default=RESULTS)
     parser.add_argument("--child", choices=("ours", "demucs"), help=argparse.SUPPRESS)
     parser.add_argument("--spec", help=argparse.SUPPRESS)
@@ -187,7 +202,8 @@ def main() -> None:
         args.segment = 10.0 if args.arch == "hdemucs" else None
     if args.output == RESULTS and args.arch != "hdemucs":
         args.output = RESULTS.with_name(f"separate_speed_{args.arch}.json")
-    impls = ["ours", "demucs"] if args.impl == "both" else [args.impl]
+    ours = [f"ours:{b}" for b in args.backend] if args.impl != "demucs" else []
+    impls = ours + (["demucs"] if args.impl != "ours" else [])
     report = {"model": spec["name"], "args": spec["args"], "segment": args.segment, "overlap": args.overlap,
               "shifts": args.shifts, "batch_size": args.batch_size, "workers": args.workers,
               "threads": args.threads or __import__("torch").get_num_threads(), "cpu_count": os.cpu_count(),
@@ -202,7 +218,8 @@ def main() -> None:
                 order = impls if rep % 2 == 0 else impls[::-1]
                 for impl in order:
                     out = os.path.join(tmp, f"{impl}-{seconds}.npy")
-                    cmd = [sys.executable, __file__, "--child", impl, "--seconds", str(seconds), "--spec",
+                    kind, _, option = impl.partition(":")
+                    cmd = [sys.executable, __file__, "--child", kind, "--seconds", str(seconds), "--spec",
                            json.dumps(spec), "--overlap", str(args.overlap),
                            "--shifts", str(args.shifts), "--threads", str(args.threads),
                            "--batch-size", str(args.batch_size), "--out", out]
@@ -210,6 +227,8 @@ def main() -> None:
                         cmd += ["--segment", str(args.segment)]
                     if args.workers:
                         cmd += ["--workers", str(args.workers)]
+                    if option:
+                        cmd += ["--backend", option]
                     env = {**os.environ, "PYTHONPATH": str(ROOT)}
                     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
                     if proc.returncode:
@@ -222,12 +241,21 @@ def main() -> None:
             for impl in impls:
                 row[impl] = {key: median(rows[impl], key)
                              for key in ("seconds_wall", "seconds_cpu", "rtf", "peak_rss_mb", "loadavg_1min_before")}
-            if len(outs) == 2:
-                a, b = np.load(outs["ours"]), np.load(outs["demucs"])
-                row["max_abs_diff"] = float(np.abs(a - b).max())
-                row["compared_seconds"] = round(a.shape[-1] / SR, 1)
-                row["time_ratio_ours_over_demucs"] = round(row["ours"]["seconds_wall"] / row["demucs"]["seconds_wall"], 3)
-                row["cpu_ratio_ours_over_demucs"] = round(row["ours"]["seconds_cpu"] / row["demucs"]["seconds_cpu"], 3)
+            first = ours[0] if ours else None
+            for impl in ours:
+                a = np.load(outs[impl])
+                row[impl]["engine"] = rows[impl][-1]["engine"]
+                row[impl]["compared_seconds"] = round(a.shape[-1] / SR, 1)
+                if impl != first:
+                    row[impl]["max_abs_diff_vs_first"] = float(np.abs(a - np.load(outs[first])).max())
+                    row[impl]["time_ratio_over_first"] = round(
+                        row[impl]["seconds_wall"] / row[first]["seconds_wall"], 3)
+                if "demucs" in outs:
+                    row[impl]["max_abs_diff_vs_demucs"] = float(np.abs(a - np.load(outs["demucs"])).max())
+                    row[impl]["time_ratio_over_demucs"] = round(
+                        row[impl]["seconds_wall"] / row["demucs"]["seconds_wall"], 3)
+                    row[impl]["cpu_ratio_over_demucs"] = round(
+                        row[impl]["seconds_cpu"] / row["demucs"]["seconds_cpu"], 3)
             print(json.dumps({k: v for k, v in row.items() if k != "runs"}), flush=True)
             report["runs"].append(row)
     report["finished"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")

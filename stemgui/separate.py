@@ -35,6 +35,7 @@ from stemgui.models.bag import is_bag
 _T = TypeVar("_T")
 MAX_SHIFT_SECONDS = 0.5
 MAX_INFLIGHT_SECONDS = 30.0  # audio seconds processed at once on a CPU (bounds the activation memory)
+MIN_MODEL_INPUT = 1024  # samples: shorter jobs are run with the audio around them (see Separator._input_length)
 
 
 @dataclass
@@ -159,14 +160,26 @@ class Separator:
     """A loaded model plus settings: separates waveforms and files, reporting progress, honouring cancel."""
 
     def __init__(self, model: nn.Module, settings: SeparationSettings | None = None, card: dict | None = None,
-                 model_path: str | os.PathLike | None = None, *, workers: int | None = None) -> None:
+                 model_path: str | os.PathLike | None = None, *, workers: int | None = None,
+                 backend: str = "auto", precision: str = "auto") -> None:
         """`workers`: segments computed concurrently on the CPU, one thread each (default: torch's thread count).
 
         On a CPU, running whole segments in parallel single-threaded is several times faster than one segment
         on all cores: the small convolutions and the LSTM steps of Hybrid Demucs spend most of a multi-threaded
         run waiting at thread barriers (benchmarks/separate_speed.py measures it). Per-sample results do not
         depend on it beyond float rounding.
+
+        `backend` / `precision`: how each model call runs (stemgui/backends.py: "auto", "eager", "compile",
+        "onnx"; "auto", "fp32", "int8", "fp16", "bf16"). "auto" is the fastest valid path on the device; an
+        option that is unavailable falls back to eager fp32 with a logged notice, and the sidecar records what ran.
         """
+        from stemgui.backends import validate
+
+        validate(backend, precision)
+        self.backend = backend
+        self.precision = precision
+        self._runners: dict[tuple[int, str], object] = {}
+        self._runners_lock = threading.Lock()
         self.settings = settings or SeparationSettings()
         self.settings.validate()
         if workers is not None and workers < 1:
@@ -189,13 +202,14 @@ class Separator:
         self.name: str = str(self.card.get("name") or (self.model_path.stem if self.model_path else "model"))
 
     @classmethod
-    def from_path(cls, path: str | os.PathLike, settings: SeparationSettings | None = None) -> "Separator":
+    def from_path(cls, path: str | os.PathLike, settings: SeparationSettings | None = None, *,
+                  backend: str = "auto", precision: str = "auto") -> "Separator":
         from stemgui.models.card import load_model, weights_path
         from stemgui.models.registry import resolve_model
 
         resolved = resolve_model(path)
         model, card = load_model(resolved, device="cpu")
-        return cls(model, settings, card, model_path=weights_path(resolved))
+        return cls(model, settings, card, model_path=weights_path(resolved), backend=backend, precision=precision)
 
     # ------------------------------------------------------------------ waveform API
     @property
@@ -321,7 +335,24 @@ class Separator:
         if threads is not None and torch.get_num_threads() != threads:
             torch.set_num_threads(threads)
         with torch.inference_mode():
-            return self.members[member](inputs.to(self.device)).float().cpu()
+            return self.runner(member)(inputs.to(self.device), threads or torch.get_num_threads()).float().cpu()
+
+    def runner(self, member: int = 0):
+        """The `stemgui.backends.Runner` of member `member` on the current device (made on first use)."""
+        key = (member, str(self.device))
+        with self._runners_lock:  # two worker threads may ask for the first time together
+            runner = self._runners.get(key)
+            if runner is None:
+                from stemgui.backends import prepare_runner
+
+                runner = prepare_runner(self.members[member], self.backend, self.precision, device=self.device,
+                                        threads=torch.get_num_threads())
+                self._runners[key] = runner
+        return runner
+
+    def engine(self) -> dict:
+        """What runs the model calls: {"backend", "precision", "notice", "requested"} (the first member's)."""
+        return {**self.runner(0).describe(), "requested": {"backend": self.backend, "precision": self.precision}}
 
     def _model_input(self, mix: torch.Tensor, member: int, job: _Job, segment_length: int) -> tuple[torch.Tensor, int]:
         """The input of one job and the offset of the job's first sample in the model's output.
@@ -330,17 +361,24 @@ class Separator:
         beyond the song), centred, like the reference `TensorChunk.padded`; the output is centre-trimmed back.
         A fixed-segment model (HTDemucs) is padded to the engine's segment length.
         """
-        model = self.members[member]
-        target = job.length
-        if getattr(model, "use_train_segment", False):
-            target = segment_length
-        elif hasattr(model, "valid_length"):
-            target = int(model.valid_length(job.length))
+        target = self._input_length(member, job.length, segment_length)
         delta = target - job.length
         if delta <= 0:
             return self._slice(mix, job.start, job.start + job.length), 0
         start = job.start - delta // 2
         return self._slice(mix, start, start + target), delta // 2
+
+    def _input_length(self, member: int, length: int, segment_length: int) -> int:
+        """Samples member `member` is given for a job of `length` samples (see `_model_input`)."""
+        model = self.members[member]
+        if getattr(model, "use_train_segment", False):
+            return segment_length
+        # a last job of a few samples (the song's length just past a stride) gets the audio around it too:
+        # a small model's deepest layer would otherwise normalise a single value
+        length = max(length, min(MIN_MODEL_INPUT, segment_length))
+        if hasattr(model, "valid_length"):
+            return int(model.valid_length(length))
+        return length
 
     def _run(self, mix: torch.Tensor, segments: list[float], progress: ProgressFn | None,
              cancel: CancelToken | None, on_chunk: ChunkFn | None, keep_output: bool) -> np.ndarray | None:
@@ -349,6 +387,8 @@ class Separator:
         segment_lengths = [int(round(seg * self.samplerate)) for seg in segments]
         passes, jobs = self._jobs(length, segment_lengths)
         windows = {n: transition_window(n, self.settings.transition_power) for n in set(segment_lengths)}
+        for member, seg_len in enumerate(segment_lengths):  # the input length of a full segment, per member
+            self.runner(member).set_main_length(self._input_length(member, seg_len, seg_len))
         output = np.zeros((n_src, channels, length), dtype=np.float32) if keep_output else None
         workers, per_forward = self._schedule(max(segments))
         batches: list[list[_Job]] = []
@@ -504,6 +544,7 @@ class Separator:
                       "sha256": self.card.get("sha256")},
             "settings": self.settings.to_dict(),
             "device": str(self.device),
+            "engine": self.engine(),
             "input": {"path": str(input_path) if input_path else None,
                       "sha256": file_sha256(input_path) if input_path else None},
             "sources": list(self.sources),

@@ -60,7 +60,7 @@ def test_cancelled_cache_write_leaves_nothing(tmp_path, stems):
 def test_damaged_entry_is_a_miss(tmp_path, stems):
     cache = StemCache(tmp_path / "c")
     folder = cache.put("k", stems, SR, NAMES)
-    (folder / "bass.flac").write_bytes(b"garbage")
+    (folder / "lanes.f32").write_bytes(b"garbage")
     assert cache.get("k") is None and not folder.exists()
 
 

@@ -385,6 +385,8 @@ def test_out_of_memory_fallback_is_reported(qtbot, window, songs, monkeypatch):
             on_chunk(0, wav.shape[1], stems)
             return stems
 
+        from fake_separator import stream_via_separate as separate_stream  # the app streams from its mix lane
+
     monkeypatch.setattr(workers, "get_separator", lambda *_a: FallbackSeparator())
     separate(qtbot, window, songs["short"])
     warnings = window.dialogs.of_kind("warning")

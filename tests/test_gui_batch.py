@@ -35,10 +35,11 @@ class GatedSeparator:
     def separate(self, wav, progress=None, cancel=None, on_chunk=None):
         self.calls.append(wav.shape[1])
         held = len(self.calls) > self.free_calls
+        gate = self.gate  # the gate of this call: a test can open it and hold the next song on a new one
         total = wav.shape[1]
         for k in range(4):
-            if self.gate is not None and held:
-                while not self.gate.wait(0.02):
+            if gate is not None and held:
+                while not gate.wait(0.02):
                     cancel.check()
             a, b = total * k // 4, total * (k + 1) // 4
             on_chunk(a, b, np.stack([wav[:, a:b] * 0.25] * 4))
@@ -123,11 +124,11 @@ def test_per_song_progress_cancel_one_and_cancel_all(qtbot, window, fake, tmp_pa
     window.batch_panel.select_row(2)
     window.batch_panel.cancel_button.click()
     assert states(window)[2] is JobState.CANCELLED
-    # let the first song finish, progress reported per song
-    fake.gate.set()
+    # let the first song finish, progress reported per song; the next song waits on a new gate from its start
+    first_gate, fake.gate = fake.gate, threading.Event()
+    first_gate.set()
     qtbot.waitUntil(lambda: states(window)[0] is JobState.DONE, timeout=TIMEOUT_MS)
     assert any(row == 0 and 0 < p < 1 for row, p in seen_progress)
-    fake.gate.clear()
     qtbot.waitUntil(lambda: states(window)[1] is JobState.RUNNING, timeout=TIMEOUT_MS)
     with qtbot.waitSignal(window.batch.all_finished, timeout=TIMEOUT_MS):
         window.batch_panel.cancel_all_button.click()  # the running one stops, the queued one is skipped

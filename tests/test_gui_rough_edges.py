@@ -13,6 +13,7 @@ import soundfile as sf
 
 pytest.importorskip("pytestqt")
 
+from fake_separator import stream_via_separate  # noqa: E402
 from PySide6.QtCore import Qt, QUrl  # noqa: E402
 from PySide6.QtWidgets import QToolButton, QWidget  # noqa: E402
 from test_gui_app import SR, drop, separate, settings, songs, window, write_song  # noqa: E402,F401 - fixtures
@@ -28,6 +29,8 @@ class SlowSeparator:
     """Four chunks, `delay` seconds each; waits on `gate` before each chunk after the first when set."""
 
     device = "cpu"
+
+    separate_stream = stream_via_separate  # the app streams from its mix lane
 
     def __init__(self, delay: float = 0.0):
         self.delay = delay

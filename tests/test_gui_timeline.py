@@ -9,6 +9,7 @@ import pytest
 
 pytest.importorskip("pytestqt")
 
+from fake_separator import stream_via_separate  # noqa: E402
 from PySide6.QtCore import QPoint, QPointF, Qt  # noqa: E402
 from PySide6.QtGui import QWheelEvent  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
@@ -22,6 +23,8 @@ class InstantSeparator:
     """Stems = quarter of the mix, reported in 10 s chunks (no model: a 5-minute song separates at once)."""
 
     device = "cpu"
+
+    separate_stream = stream_via_separate  # the app streams from its mix lane
 
     def separate(self, wav, progress=None, cancel=None, on_chunk=None):
         total = wav.shape[1]

@@ -217,3 +217,18 @@ def test_padded_models_match_reference_apply_model(shifts):
         expected = demucs.apply.apply_model(ref, torch.from_numpy(mix)[None], shifts=shifts, split=True,
                                             overlap=0.25)[0].numpy()
     assert np.abs(out - expected).max() <= 1e-4
+
+
+@pytest.mark.parametrize("seconds", [1.5, 3.0])
+def test_a_last_job_of_a_few_samples_runs_with_the_audio_around_it(seconds):
+    """At these lengths the last segment is 1-4 samples long; a small HDemucs cannot normalise that alone."""
+    from stemgui.models.hdemucs import HDemucs
+
+    torch.manual_seed(0)
+    model = HDemucs(["drums", "bass", "other", "vocals"], channels=4, depth=3, nfft=64, segment=0.5).eval()
+    with pytest.raises(ValueError):  # what the engine used to hand it
+        with torch.no_grad():
+            model(torch.zeros(1, 2, 3))
+    mix = 0.1 * np.random.default_rng(0).standard_normal((2, int(seconds * 44100))).astype(np.float32)
+    out = Separator(model).separate(mix)
+    assert out.shape == (4, 2, mix.shape[1]) and np.isfinite(out).all()

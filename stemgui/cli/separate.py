@@ -3,7 +3,8 @@
 The song streams in (decoded and resampled block by block) and the stems stream out to disk as regions finish,
 so memory does not grow with the song's length.
 Each song's folder is assembled under a temporary name and renamed into place when complete: an interrupted
-run (Ctrl-C, error) never leaves a folder that looks finished.
+run (Ctrl-C, error, a full disk, kill -9) never leaves a folder that looks finished, and the next run of that
+song removes what a killed one left (tests/test_kill9.py).
 """
 
 from __future__ import annotations
@@ -45,6 +46,10 @@ def register(sub) -> None:
     p.add_argument("--exact-sum", action="store_true", help="stems sum exactly to the input (residual -> other)")
     p.add_argument("--reference", default=None, metavar="DIR",
                    help="folder with the true stems (<stem>.wav): print SDR per stem")
+    p.add_argument("--backend", choices=("auto", "eager", "compile", "onnx"), default="auto",
+                   help="how the model runs (default: auto, the fastest valid path; recorded in separation.json)")
+    p.add_argument("--precision", choices=("auto", "fp32", "int8", "fp16", "bf16"), default="auto",
+                   help="arithmetic precision (default: auto = fp32; fp16/bf16 on CUDA, int8 with eager on a CPU)")
     p.set_defaults(func=run)
 
 
@@ -55,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     settings = SeparationSettings(segment=args.segment, overlap=args.overlap, shifts=args.shifts,
                                   batch_size=args.batch_size, device=args.device, seed=args.seed,
                                   exact_sum=args.exact_sum)
-    separator = Separator.from_path(args.model, settings)
+    separator = Separator.from_path(args.model, settings, backend=args.backend, precision=args.precision)
     wanted = _wanted_stems(args, separator.sources)
     if args.reference and len(args.songs) != 1:
         raise StemGUIError("--reference compares one song with its true stems: pass exactly one SONG")
@@ -124,10 +129,12 @@ def separate_one(separator, song: Path, out_root: Path, wanted: list[str], args:
 
     out_root.mkdir(parents=True, exist_ok=True)
     final = out_root / song.stem
-    staging = Path(tempfile.mkdtemp(prefix=f".{song.stem}.partial-", dir=out_root))
+    _recover_interrupted(out_root, song.stem)
     sources = separator.sources
     two = args.two_stems
     depth = int(args.bit_depth) if args.bit_depth else (32 if args.format == "wav" and _is_float(info) else 16)
+    _check_space_for(final, total, info.samplerate / rate, channels, len(wanted), depth, args)
+    staging = Path(tempfile.mkdtemp(prefix=f".{song.stem}.partial-{os.getpid()}-", dir=out_root))
     outputs = None
     resamplers: dict[str, StreamResampler] = {}
     try:
@@ -171,10 +178,11 @@ def separate_one(separator, song: Path, out_root: Path, wanted: list[str], args:
         (staging / "separation.json").write_text(json.dumps(sidecar, indent=2) + "\n", encoding="utf-8")
         _move_into_place(staging, final)
         return final
-    except BaseException:
+    except BaseException as exc:
         if outputs is not None:
             outputs.abort()
         shutil.rmtree(staging, ignore_errors=True)
+        _raise_if_disk_full(exc, final)
         raise
 
 
@@ -299,13 +307,83 @@ def _exactly(blocks, total: int, song: Path):
 
 def _move_into_place(staging: Path, final: Path) -> None:
     """Replace `final` with the finished `staging` folder so a reader sees the old or the new, never a mix."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(staging, 0o777 & ~umask)  # mkdtemp made it 0700; the result is as open as any folder the user makes
     backup = None
     if final.exists():
         backup = final.with_name(f".{final.name}.old-{os.getpid()}")
         os.replace(final, backup)
-    os.replace(staging, final)
+    os.replace(staging, final)  # a kill between the two renames leaves only `backup`: see _recover_interrupted
     if backup is not None:
         shutil.rmtree(backup, ignore_errors=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):  # someone else's process: alive
+        return True
+    return True
+
+
+def _leftover_pid(name: str, prefix: str) -> int | None:
+    """The pid in '.<song>.partial-<pid>-XXXX' or '.<song>.old-<pid>' after `prefix`, or None."""
+    try:
+        return int(name[len(prefix):].split("-", 1)[0])
+    except ValueError:
+        return None
+
+
+def _recover_interrupted(out_root: Path, name: str) -> None:
+    """Clean up after a run of `name` that was killed (kill -9, power loss): nothing else can.
+
+    Its staging folders (`.<name>.partial-<pid>-*`) are removed once that pid is gone; a previous folder it had
+    moved aside (`.<name>.old-<pid>`) is moved back when no `<name>/` replaced it, else removed.
+    """
+    import logging
+
+    final = out_root / name
+    for leftover in out_root.iterdir():
+        for marker in (".partial-", ".old-"):
+            prefix = f".{name}{marker}"
+            pid = _leftover_pid(leftover.name, prefix) if leftover.name.startswith(prefix) else None
+            if pid is None or _pid_alive(pid):
+                continue
+            if marker == ".old-" and not final.exists():
+                os.replace(leftover, final)
+                logging.getLogger(__name__).info("%s: restored the stems an interrupted run had moved aside",
+                                                 final)
+            else:
+                shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _check_space_for(final: Path, frames: int, rate_ratio: float, channels: int, stems: int, depth: int,
+                     args: argparse.Namespace) -> None:
+    """Refuse before separating when the stems cannot fit: minutes of work would end in a full disk."""
+    from stemgui.diskspace import check_free_space
+
+    out_frames = int(frames * rate_ratio) + 1
+    per_stem = out_frames * channels * depth // 8 // {"wav": 1, "flac": 2, "mp3": 8}[args.format]
+    spool = out_frames * channels * 4 if args.clip == "rescale" and not (args.format == "wav" and depth == 32) else 0
+    needed = (stems * spool + per_stem if spool else stems * per_stem) + (1 << 20)
+    check_free_space(final, needed)
+
+
+def _raise_if_disk_full(exc: BaseException, final: Path) -> None:
+    """Turn a write that failed (full disk or another I/O error) into one line naming the output folder."""
+    from stemgui.diskspace import is_disk_full
+    from stemgui.errors import AudioError, StemGUIError
+
+    if not isinstance(exc, (OSError, StemGUIError)):
+        return
+    kept = " (the previous stems there are unchanged)" if final.exists() else ""
+    if is_disk_full(exc, final.parent):
+        raise AudioError(f"{final}: the disk is full; nothing was written{kept}.") from exc
+    if isinstance(exc, OSError):
+        raise AudioError(f"{final}: cannot be written ({exc.strerror or exc}){kept}.") from exc
 
 
 def print_reference_sdr(folder: Path, reference: Path, sources: list[str], fmt: str) -> None:

@@ -102,6 +102,7 @@ class MainWindow(QMainWindow):
         self.keys = KeyRegistry(self)
         self.batch = BatchQueue(self.cache, self)
         self.batch.job_finished.connect(self._on_batch_job)
+        self.batch.ready_to_open.connect(self.open_batch_job)  # a queued song the user opened is done
         self.drag_out = StemDragOut(lambda: self.settings.output_folder, lambda: self.settings.output_format, self)
         self._started_at = 0.0
         self.spec_worker = SpectrogramWorker(self)
@@ -243,6 +244,9 @@ class MainWindow(QMainWindow):
         sep_menu.addAction(self.rerun_action)
         sep_menu.addAction(self.compare_action)
         sep_menu.addAction(self.cancel_action)
+        self.tools_menu = menu.addMenu("&Tools")
+        self.listening_action = self.tools_menu.addAction("Listening test…", lambda: self.open_listening_test())
+        self.listening_action.setToolTip("Run a prepared MUSHRA / MOS test (stemgui listening-test create)")
         self.view_menu = menu.addMenu("&View")
         for a in (self.zoom_in_action, self.zoom_out_action, self.zoom_fit_action, self.zoom_loop_action):
             self.view_menu.addAction(a)
@@ -459,6 +463,12 @@ class MainWindow(QMainWindow):
     def separation_settings(self) -> SeparationSettings:
         return self.settings_panel.separation_settings()
 
+    def open_listening_test(self, path: str | None = None):
+        """Tools > Listening test…: a prepared MUSHRA / MOS test in its own window (see gui/listening.py)."""
+        from stemgui.gui.listening import open_listening_test
+
+        return open_listening_test(self, path)
+
     def open_models_dialog(self) -> QDialog | None:
         """The catalog of published models; a finished download is listed and selected in the picker."""
         from stemgui.gui.models_dialog import ModelsDialog
@@ -573,6 +583,11 @@ class MainWindow(QMainWindow):
         except StemGUIError as exc:
             self.dialogs.error("Model missing", str(exc))
             return False
+        if self.batch.claim(path, model_path, settings) is not None:  # queued or separating there: not twice
+            self.batch_dock.show()
+            self.batch_dock.raise_()
+            self.statusBar().showMessage(f"{path.name} is in the batch queue; it opens here when it is done.", 10000)
+            return True
         self._stop_worker()
         worker = SeparationWorker(path, model_path, settings, self.cache, self)
         worker.stage.connect(self._on_stage)
@@ -586,7 +601,7 @@ class MainWindow(QMainWindow):
         self.worker = worker
         self._show_job(worker, f"Opening {path.name}")
         self.statusBar().showMessage(f"Opening {path}…")
-        worker.start()
+        self.batch.run_direct(worker)  # one separation at a time: the queue waits for this one
         self._update_actions()
         return True
 
@@ -631,7 +646,7 @@ class MainWindow(QMainWindow):
         worker.cancelled.connect(self._end_job)
         self.compare_worker = worker
         self._show_job(worker, f"Separating with {Path(model_path).stem} for comparison")
-        worker.start()
+        self.batch.run_direct(worker)
         return worker
 
     def _on_comparison_done(self, other: Session) -> None:
@@ -759,6 +774,7 @@ class MainWindow(QMainWindow):
             return
         self._reap_worker()
         self.player.mark_complete()
+        self.practice.analyse_stems(session)  # the key again, from the pitched stems (cleaner than the mix)
         for i, lane in enumerate(self.lanes):
             lane.set_done(None)
             self._request_pictures(i, session.frames)

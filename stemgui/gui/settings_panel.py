@@ -71,6 +71,7 @@ class SeparationSettingsPanel(QWidget):
         fill_device_combo(self.device_combo, settings.device)
         self.device_combo.currentIndexChanged.connect(
             lambda _i: setattr(settings, "device", self.device_combo.currentData()))
+        self.device_combo.currentIndexChanged.connect(self._on_model_changed)  # the engine line follows the device
         form.addRow("Device", self.device_combo)
 
         self.shifts_spin = QSpinBox()
@@ -172,7 +173,18 @@ class SeparationSettingsPanel(QWidget):
         if data and data != self.model_override:
             self.settings.model = data
         card = self.current_card()
-        self.card_label.setText((card_html(card) if card else NO_MODEL_HTML) + self._exact_sum_html())
+        self.card_label.setText((card_html(card) if card else NO_MODEL_HTML) + self._exact_sum_html()
+                                + self._engine_html(card))
+
+    def _engine_html(self, card: dict | None) -> str:
+        """How the separation will run (stemgui/backends.py); separation.json records what actually ran."""
+        if not card:
+            return ""
+        from html import escape
+
+        from stemgui.backends import auto_summary
+
+        return "<br>Engine: " + escape(auto_summary(str(card.get("architecture", "")), self.settings.device))
 
     def _exact_sum_html(self) -> str:
         on = self.settings.exact_sum

@@ -3,7 +3,8 @@
 A 10-minute song has ~26 M samples per channel but a lane is ~1500 px wide, so instead of a full STFT each
 column averages the power of a few windowed frames spread over its time span, then a triangular filterbank
 maps FFT bins onto log-frequency or mel rows. Cost is proportional to the column count, independent of the
-song's length, and columns can be computed for any region as soon as that region is separated. Pure numpy.
+song's length, and columns can be computed for any region as soon as that region is separated. Only the samples under each
+column's frames are read, so a 1-hour song's memory-mapped lane is never read whole. Pure numpy, no BLAS.
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ class SpectrogramLayout:
     nfft: int = 2048
     frames_per_column: int = 4
     _fb: np.ndarray | None = field(default=None, repr=False)
+    _bands: tuple[np.ndarray, np.ndarray, np.ndarray] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self.columns = max(1, min(int(self.columns), max(1, self.frames)))
@@ -76,6 +78,23 @@ class SpectrogramLayout:
         if self._fb is None:
             self._fb = filterbank(self.rows, self.nfft, self.samplerate, self.fmin, self.fmax, self.scale)
         return self._fb
+
+    @property
+    def bands(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The filterbank's non-zero weights: (bin of each, weight of each, first entry of each row).
+
+        Each triangle covers a few bins, so the rows are ~50x cheaper to form from these than by a matrix
+        product with `fb`, and without BLAS: numpy's OpenBLAS runs a product that size on every core, whose
+        threads spin while the separation needs them (measured: 2.7x the CPU time of the sparse sum).
+        """
+        if self._bands is None:
+            fb = self.fb
+            nz = [np.flatnonzero(row) if np.any(row) else np.array([0]) for row in fb]
+            bins = np.concatenate(nz)
+            weights = np.concatenate([fb[r, idx] for r, idx in enumerate(nz)]).astype(np.float32)
+            starts = np.cumsum([0] + [len(idx) for idx in nz[:-1]])
+            self._bands = (bins, weights, starts)
+        return self._bands
 
     @property
     def frequencies(self) -> np.ndarray:
@@ -125,6 +144,7 @@ def compute_columns(audio: np.ndarray, layout: SpectrogramLayout, start: int, st
         spec = np.fft.rfft(frames, axis=1)
         power = spec.real ** 2 + spec.imag ** 2
         power = power.reshape(len(cols), k, -1).mean(axis=1).astype(np.float32)
-        rows = power @ layout.fb.T  # (cols, rows)
+        bins, weights, starts = layout.bands
+        rows = np.add.reduceat(power[:, bins] * weights, starts, axis=1)  # (cols, rows): the filterbank, sparse
         out[:, b0 - start:b1 - start] = (10.0 * np.log10(rows / ref + 1e-10)).T
     return np.maximum(out, DB_FLOOR)

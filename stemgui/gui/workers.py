@@ -1,12 +1,15 @@
 """Long jobs off the GUI thread: separating a song, drawing spectrograms, exporting files.
 
-Each job is a QThread that only talks to the window through queued signals. The separation worker writes
-finished regions straight into the session's shared lane buffer (nobody else writes there) and then signals
-the region, so lanes and player can show and play the part that is done while the rest is computed.
+Each job is a QThread that only talks to the window through queued signals. The separation worker decodes the
+song block by block into the mix lane of a new cache entry's lanes file (memory-mapped, `lane_file`), streams
+it through the engine as the CLI does (`Separator.separate_stream`, the CLI's batch size), writes finished
+regions straight into the stem lanes (nobody else writes there) and then signals the region, so lanes and
+player can show and play the part that is done while the rest is computed. Memory does not grow with the song.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import queue
@@ -17,20 +20,25 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import torch
 from PySide6.QtCore import QThread, Signal
 
-from stemgui.audio import audio_info, load_audio
+from stemgui.audio import audio_info, count_frames, iter_blocks
+from stemgui.devices import pick_device
 from stemgui.errors import AudioError, Cancelled, StemGUIError
-from stemgui.gui.cache import StemCache, cache_key, file_digest
+from stemgui.gui.cache import MIX_NAME, StemCache, cache_key, file_digest
 from stemgui.gui.export import OverwriteDeclined
+from stemgui.gui.lane_file import is_mapped, lane_blocks, release_all
 from stemgui.gui.spectrogram import SpectrogramLayout, compute_columns
 from stemgui.gui.waveform import peak_envelope
 from stemgui.models.card import read_card
 from stemgui.separate import CancelToken, Progress, SeparationSettings, Separator, is_out_of_memory
 
 log = logging.getLogger(__name__)
-MIX_NAME = "mix"
-BACKGROUND_NICENESS = 10
+BACKGROUND_NICENESS = 4
+"""Workers' niceness: the GUI and audio threads still get ~2.4x a worker's CPU share when all want it, but on a
+busy machine a separation is not starved as at 10 (the app took twice the CLI's wall time under load 10)."""
+READ_BLOCK = 1 << 16  # frames decoded, resampled and handed to the engine at a time (as the CLI streams)
 LOW_RATE = 22050  # inputs below this rate get a notice: the stems have nothing above half of it
 
 
@@ -69,7 +77,7 @@ class Session:
 
     path: Path
     names: list[str]
-    audio: np.ndarray  # (lanes, 2, samples) float32; lane 0 is the original mix
+    audio: np.ndarray  # (lanes, 2, samples) float32, lane 0 the original mix: mapped from the cache entry's file
     samplerate: int
     model_name: str = ""
     from_cache: bool = False
@@ -97,8 +105,24 @@ class Session:
 _separators: dict[tuple, Separator] = {}
 
 
+def engine_settings(settings: SeparationSettings) -> SeparationSettings:
+    """The settings the engine runs with: the panel's, with the batch size the CLI's schedule needs.
+
+    On a CPU the engine's batch size caps how many segments it computes at once, one thread each; with the
+    panel's 1 it ran one segment on all of torch's threads, which spend most of their time spinning at barriers
+    (3x the CPU time of `stemgui separate`, and many times its wall time on a busy machine). One segment per
+    torch thread is the CLI's schedule (its batch of 4 gives the same on up to 4 threads) while keeping a
+    cancel within one segment. Off the CPU it is the segments per forward: the CLI's default. It does not
+    change the stems (not in the cache key).
+    """
+    on_cpu = pick_device(settings.device).type == "cpu"
+    batch = torch.get_num_threads() if on_cpu else SeparationSettings().batch_size
+    return dataclasses.replace(settings, batch_size=max(settings.batch_size, batch))
+
+
 def get_separator(model_path: Path, settings: SeparationSettings) -> Separator:
     """Load a model once per (path, settings) and reuse it for every song of the session."""
+    settings = engine_settings(settings)
     key = (str(model_path), tuple(sorted(settings.to_dict().items())))
     if key not in _separators:
         _separators.clear()  # one model in memory at a time
@@ -195,31 +219,59 @@ class SeparationWorker(QThread):
         if self.song.stat().st_size == 0:
             raise AudioError(f"{self.song.name}: the file is empty.")
         notes = input_notes(self.song, samplerate)
-        wav, _ = load_audio(self.song, samplerate=samplerate, channels=2)
-        if wav.shape[-1] == 0:
-            raise AudioError(f"{self.song.name}: the file holds no audio samples.")
-        if not np.isfinite(wav).all():
-            raise AudioError(f"{self.song.name}: the audio contains invalid (NaN or infinite) samples.")
-        flag.check()
         key = cache_key(file_digest(self.song), file_digest(self.model_path), cache_settings(self.settings))
-        cached = self.cache.get(key)
-        names = [MIX_NAME] + (list(cached.sources) if cached else sources)
-        audio = np.zeros((len(names), 2, wav.shape[1]), dtype=np.float32)
-        audio[0] = wav
-        del wav
+        cached = self.cache.get(key)  # checks every lane's checksum: a damaged entry is a miss
+        flag.check()
+        if cached is not None and cached.samplerate == samplerate and cached.audio.shape[1] == 2:
+            session = Session(self.song, [MIX_NAME] + list(cached.sources), cached.audio, samplerate,
+                              str(card.get("name", self.model_path.stem)), from_cache=True, notes=list(notes))
+            session.available, session.complete = session.frames, True
+            self.session = session
+            for note in notes:
+                self.notice.emit(note)
+            self.prepared.emit(session)
+            self.chunk.emit(0, session.frames)
+            self.progress.emit(1.0, 0.0, "Loaded from cache")
+            self.finished_ok.emit(session)
+            return
+        frames = count_frames(self.song, samplerate)  # exact (headers can lie); a corrupt file fails here
+        if frames == 0:
+            raise AudioError(f"{self.song.name}: the file holds no audio samples.")
+        names = [MIX_NAME] + sources
+        writer, audio = self._lanes((len(names), 2, frames), samplerate, sources, key)
+        try:
+            self._separate(writer, audio, names, samplerate, card, notes)
+        except BaseException:
+            if writer is not None:
+                writer.abort()  # nothing half-written stays in the cache; the open lanes stay readable
+            raise
+
+    def _lanes(self, shape: tuple[int, int, int], samplerate: int, sources: list[str], key: str):
+        """(cache writer, its mapped lanes), or (None, lanes in RAM) when the cache cannot hold them."""
+        try:
+            writer = self.cache.writer(key, shape, samplerate, sources)
+        except OSError as exc:  # e.g. a full cache disk: the song still opens, its lanes live in RAM
+            self.notice.emit(f"The stems cannot be cached ({exc.strerror or exc}); they are kept in memory.")
+            return None, np.zeros(shape, dtype=np.float32)
+        return writer, writer.audio
+
+    def _separate(self, writer, audio: np.ndarray, names: list[str], samplerate: int, card: dict,
+                  notes: list[str]) -> None:
+        flag = self.flag
+        frames = audio.shape[2]
+        pos = 0
+        for block in iter_blocks(self.song, READ_BLOCK, samplerate=samplerate, channels=2):
+            n = min(block.shape[1], frames - pos)
+            if not np.isfinite(block[:, :n]).all():
+                raise AudioError(f"{self.song.name}: the audio contains invalid (NaN or infinite) samples.")
+            audio[0, :, pos:pos + n] = block[:, :n]
+            pos += n
+            flag.check()
         session = Session(self.song, names, audio, samplerate, str(card.get("name", self.model_path.stem)),
                           notes=list(notes))
         self.session = session
         for note in notes:
             self.notice.emit(note)
-        if cached is not None and cached.stems.shape[2] == audio.shape[2] and cached.samplerate == samplerate:
-            audio[1:] = cached.stems
-            session.available, session.complete, session.from_cache = audio.shape[2], True, True
-            self.prepared.emit(session)
-            self.chunk.emit(0, audio.shape[2])
-            self.progress.emit(1.0, 0.0, "Loaded from cache")
-            self.finished_ok.emit(session)
-            return
         self.prepared.emit(session)
         self.stage.emit(f"Loading model {session.model_name}")
         separator = get_separator(self.model_path, self.settings)
@@ -239,20 +291,23 @@ class SeparationWorker(QThread):
             self.chunk.emit(start, end)
             flag.check()
 
-        mix = audio[0]
-        channels = int(getattr(separator, "audio_channels", mix.shape[0]))
-        if channels != mix.shape[0]:  # a mono model (DRNN, U-Net) hears the downmix
-            mix = mix.mean(axis=0, keepdims=True) if channels == 1 else mix[:channels]
-        separator.separate(mix, progress=on_progress, cancel=flag, on_chunk=on_chunk)
+        channels = int(getattr(separator, "audio_channels", 2))
+
+        def mix_blocks():  # the engine reads the song from the mix lane, as the CLI streams it from the file
+            for block in lane_blocks(audio, 0, READ_BLOCK):
+                yield block.mean(axis=0, keepdims=True) if channels == 1 else block[:channels]
+
+        separator.separate_stream(mix_blocks, frames, progress=on_progress, cancel=flag, on_chunk=on_chunk)
         flag.check()
         session.complete = True
         self.progress.emit(1.0, 0.0, "Separated")
-        self.stage.emit("Saving stems to the cache")
-        try:
-            self.cache.put(key, audio[1:], samplerate, names[1:],
-                           {"song": str(self.song), "model": session.model_name}, cancel=flag)
-        except OSError as exc:  # a full cache disk must not lose the stems the user is looking at
-            self.notice.emit(f"The stems could not be cached ({exc.strerror or exc}); they are still open.")
+        if writer is not None:
+            self.stage.emit("Saving stems to the cache")
+            try:
+                writer.commit({"song": str(self.song), "model": session.model_name})
+            except OSError as exc:  # a full cache disk must not lose the stems the user is looking at
+                writer.abort()
+                self.notice.emit(f"The stems could not be cached ({exc.strerror or exc}); they are still open.")
         self.finished_ok.emit(session)
 
 
@@ -309,6 +364,8 @@ class SpectrogramWorker(QThread):
                             break
                         c1 = min(stop, c0 + step)
                         self.columns_ready.emit(generation, lane, c0, compute_columns(audio, layout, c0, c1))
+                        if is_mapped(audio):  # a long lane's frames are spread over GBs: drop the pages read
+                            release_all()
                 except Exception:  # noqa: BLE001 - a picture failing must never take the app down
                     log.exception("spectrogram columns %d-%d of lane %d failed", first, stop, lane)
             if self._queue.empty():

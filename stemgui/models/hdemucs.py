@@ -15,7 +15,7 @@ decoder splits them again. Output = time branch + iSTFT(frequency branch).
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
@@ -69,8 +69,11 @@ class BLSTM(nn.Module):
             width, hop = self.max_steps, self.max_steps // 2
             count = math.ceil(length / hop)
             padded = F.pad(x, (0, (count - 1) * hop + width - length))
-            frames = padded.unfold(-1, width, hop)  # (B, C, count, width)
-            frames = frames.permute(0, 2, 1, 3).reshape(-1, chans, width)
+            if torch.onnx.is_in_onnx_export():  # the exporter cannot size an unfold of a padded tensor
+                frames = torch.stack([padded[..., k * hop:k * hop + width] for k in range(count)], dim=1)
+            else:
+                frames = padded.unfold(-1, width, hop).permute(0, 2, 1, 3)  # (B, count, C, width)
+            frames = frames.reshape(-1, chans, width)
             y = self._run(frames).reshape(batch, count, chans, width)
             cut = hop // 2
             pieces = [y[:, 0, :, :-cut]]
@@ -127,7 +130,8 @@ class LocalState(nn.Module):
             # query, an elementwise product instead of T small matrix products (same sum, reordered).
             decay = (decay_q * rates.view(1, 1, -1, 1)).sum(dim=2) / self.ndecay**0.5  # (B, H, q)
             scores = scores - delta.abs() * decay[:, :, None, :]
-        eye = torch.eye(length, device=x.device, dtype=torch.bool)
+        index = torch.arange(length, device=x.device)
+        eye = index[:, None] == index[None, :]  # the diagonal (torch.eye of bools has no ONNX Runtime kernel)
         weights = torch.softmax(scores.masked_fill(eye, -100.0), dim=2)
 
         content = self.content(x).view(batch, heads, -1, length)
@@ -680,21 +684,13 @@ class HDemucs(nn.Module):
 
     # -- forward --------------------------------------------------------------------------------------------
 
-    def forward(self, mix: torch.Tensor) -> torch.Tensor:
-        length = mix.shape[-1]
-        z = self._spec(mix)
-        x = self._spec_to_channels(z).to(mix.device)
-        batch, _, freqs, frames = x.shape
+    def network(self, x: torch.Tensor, xt: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The learned part between the spectrogram and its inverse, on fixed shapes and real tensors only.
 
-        # Both branches work on standardised input; the statistics are put back at the end.
-        mean = x.mean(dim=(1, 2, 3), keepdim=True)
-        std = x.std(dim=(1, 2, 3), keepdim=True)
-        x = (x - mean) / (1e-5 + std)
-        if self.hybrid:
-            meant = mix.mean(dim=(1, 2), keepdim=True)
-            stdt = mix.std(dim=(1, 2), keepdim=True)
-            xt = (mix - meant) / (1e-5 + stdt)
-
+        x (B, 2C, F, T) standardised spectrogram channels, xt (B, C, L) standardised waveform (None unless
+        hybrid) -> the frequency branch's output (B, S·2C, F, T) and the time branch's (B, S·C, L). This is what
+        a compiled or exported engine backend (stemgui/backends.py) replaces; the STFTs stay in torch around it.
+        """
         skips: list[torch.Tensor] = []
         skips_t: list[torch.Tensor] = []
         lengths: list[int] = []
@@ -732,6 +728,26 @@ class HDemucs(nn.Module):
                 else:
                     xt, _ = tdec(xt, skips_t.pop(), length_t)
         assert not skips and not skips_t and not lengths_t
+        return x, xt
+
+    def forward(self, mix: torch.Tensor, network: Callable | None = None) -> torch.Tensor:
+        """mix (B, C, T) -> stems (B, S, C, T); `network` replaces `self.network` (an engine backend's copy)."""
+        length = mix.shape[-1]
+        z = self._spec(mix)
+        x = self._spec_to_channels(z).to(mix.device)
+        batch, _, freqs, frames = x.shape
+
+        # Both branches work on standardised input; the statistics are put back at the end.
+        mean = x.mean(dim=(1, 2, 3), keepdim=True)
+        std = x.std(dim=(1, 2, 3), keepdim=True)
+        x = (x - mean) / (1e-5 + std)
+        if self.hybrid:
+            meant = mix.mean(dim=(1, 2), keepdim=True)
+            stdt = mix.std(dim=(1, 2), keepdim=True)
+            xt = (mix - meant) / (1e-5 + stdt)
+        else:
+            xt = None
+        x, xt = (network or self.network)(x, xt)
 
         n_src = len(self.sources)
         x = x.view(batch, n_src, -1, freqs, frames)

@@ -20,7 +20,7 @@ length it runs on: with `use_train_segment` (the default) evaluation always runs
 from __future__ import annotations
 
 from fractions import Fraction
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
@@ -315,36 +315,13 @@ class HTDemucs(nn.Module):
             xt = self.channel_downsampler_t(xt)
         return x, xt
 
-    def forward(self, mix: torch.Tensor) -> torch.Tensor:
-        """mix (B, C, T) -> stems (B, S, C, T).
+    def network(self, x: torch.Tensor, xt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The learned part between the spectrogram and its inverse, on fixed shapes and real tensors only.
 
-        With `use_train_segment`: in training mode the input length becomes the training segment (as in the
-        reference); in eval mode a shorter input is zero-padded at the end to the training length and the
-        output trimmed back. A longer input runs at its own length (the reference fails there).
+        x (B, 2C, F, T) standardised spectrogram channels, xt (B, C, L) standardised waveform -> the frequency
+        branch's output (B, S·2C, F, T) and the time branch's (B, S·C, L). This is what a compiled or exported
+        engine backend (stemgui/backends.py) replaces; the STFT and its inverse stay in torch around it.
         """
-        length = mix.shape[-1]
-        if self.use_train_segment:
-            if self.training:
-                self.segment = length / self.samplerate
-                self.init_kwargs["segment"] = self.segment  # a card saved now describes what was trained
-            else:
-                train = self.training_length()
-                if length < train:
-                    mix = F.pad(mix, (0, train - length))
-        padded = mix.shape[-1]
-
-        z = hybrid_spectrogram(mix, self.nfft)
-        x = self._spec_to_channels(z).to(mix.device)
-        batch, _, freqs, frames = x.shape
-
-        # Both branches work on standardised input; the statistics are put back at the end.
-        mean = x.mean(dim=(1, 2, 3), keepdim=True)
-        std = x.std(dim=(1, 2, 3), keepdim=True)
-        x = (x - mean) / (1e-5 + std)
-        meant = mix.mean(dim=(1, 2), keepdim=True)
-        stdt = mix.std(dim=(1, 2), keepdim=True)
-        xt = (mix - meant) / (1e-5 + stdt)
-
         skips: list[torch.Tensor] = []
         skips_t: list[torch.Tensor] = []
         lengths: list[int] = []
@@ -381,6 +358,40 @@ class HTDemucs(nn.Module):
                 else:
                     xt, _ = tdec(xt, skips_t.pop(), length_t)
         assert not skips and not skips_t and not lengths_t
+        return x, xt
+
+    def forward(self, mix: torch.Tensor, network: Callable | None = None) -> torch.Tensor:
+        """mix (B, C, T) -> stems (B, S, C, T).
+
+        With `use_train_segment`: in training mode the input length becomes the training segment (as in the
+        reference); in eval mode a shorter input is zero-padded at the end to the training length and the
+        output trimmed back. A longer input runs at its own length (the reference fails there). `network`
+        replaces `self.network` (an engine backend's compiled or exported copy of it).
+        """
+        length = mix.shape[-1]
+        if self.use_train_segment:
+            if self.training:
+                self.segment = length / self.samplerate
+                self.init_kwargs["segment"] = self.segment  # a card saved now describes what was trained
+            else:
+                train = self.training_length()
+                if length < train:
+                    mix = F.pad(mix, (0, train - length))
+        padded = mix.shape[-1]
+
+        z = hybrid_spectrogram(mix, self.nfft)
+        x = self._spec_to_channels(z).to(mix.device)
+        batch, _, freqs, frames = x.shape
+
+        # Both branches work on standardised input; the statistics are put back at the end.
+        mean = x.mean(dim=(1, 2, 3), keepdim=True)
+        std = x.std(dim=(1, 2, 3), keepdim=True)
+        x = (x - mean) / (1e-5 + std)
+        meant = mix.mean(dim=(1, 2), keepdim=True)
+        stdt = mix.std(dim=(1, 2), keepdim=True)
+        xt = (mix - meant) / (1e-5 + stdt)
+
+        x, xt = (network or self.network)(x, xt)
 
         n_src = len(self.sources)
         x = x.view(batch, n_src, -1, freqs, frames)

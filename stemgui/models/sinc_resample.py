@@ -56,12 +56,14 @@ def resample_filters(
 ) -> tuple[torch.Tensor, int]:
     """The polyphase filters on `like`'s device and dtype (cached: the engine calls this per segment)."""
     key = (old, new, zeros, float(rolloff), like.device, like.dtype)
-    base, half = _filters_f64(old, new, zeros, float(rolloff))
-    cached = _DEVICE_CACHE.get(key)
-    if cached is None:
-        if len(_DEVICE_CACHE) > 64:
-            _DEVICE_CACHE.clear()
-        cached = _DEVICE_CACHE[key] = base.to(device=like.device, dtype=like.dtype)
+    # the caches outlive the call: built outside inference mode (the engine's), so training can use them too
+    with torch.inference_mode(False), torch.no_grad():
+        base, half = _filters_f64(old, new, zeros, float(rolloff))
+        cached = _DEVICE_CACHE.get(key)
+        if cached is None:
+            if len(_DEVICE_CACHE) > 64:
+                _DEVICE_CACHE.clear()
+            cached = _DEVICE_CACHE[key] = base.to(device=like.device, dtype=like.dtype)
     return cached, half
 
 

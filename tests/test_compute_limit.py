@@ -1,0 +1,41 @@
+"""benchmarks/compute_limit.py counts FLOPs right: by hand on one convolution and on CPU fused attention."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import torch
+from torch.nn import functional as F
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "compute_limit.py"
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("compute_limit", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_conv_count_matches_the_hand_count() -> None:
+    check = _script().check_conv_by_hand()
+    out_len = (44100 + 2 * 2 - 8) // 4 + 1
+    assert check["counted"] == check["by_hand"] == 2 * 96 * 48 * 8 * out_len
+
+
+def test_cpu_attention_and_linear_are_counted_and_recorded() -> None:
+    script = _script()
+    calls: dict[str, dict] = {}
+    q = torch.randn(1, 2, 30, 8)
+    k = torch.randn(1, 2, 50, 8)
+    linear = torch.nn.Linear(16, 4)
+    counter = script._recording_counter(calls)
+    with torch.inference_mode(), counter:
+        F.scaled_dot_product_attention(q, k, k)
+        linear(torch.randn(10, 16))
+    attention = 2 * 2 * (2 * 30 * 50 * 8)  # Q·Kᵀ and P·V, 2 FLOPs per multiply-add, 2 heads
+    assert counter.get_total_flops() == attention + 2 * 10 * 16 * 4
+    kinds = sorted((c["kind"], c["flops_each"]) for c in calls.values())
+    assert kinds == [("attention", attention), ("matmul", 2 * 10 * 16 * 4)]
+    assert all(script._replay_rate(c, min_seconds=0.0) > 0 for c in calls.values())
