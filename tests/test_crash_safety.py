@@ -189,24 +189,37 @@ def test_a_segfault_leaves_its_trace_in_the_log_folder(tmp_path):
     assert previous_crash(folder / CRASH_NAME) is None  # the session that just ended cleanly did not crash
 
 
-def test_the_app_logs_and_survives_an_exception_in_a_slot(qtbot, tiny_model_path, tmp_path, monkeypatch, capsys):
-    from stemgui.gui.app import main
+APP_WITH_A_FAILING_SLOT = r"""
+import sys
+from stemgui.gui.app import main
+from stemgui.gui.main_window import MainWindow
 
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
-    monkeypatch.setenv("STEMGUI_LOG_DIR", str(tmp_path / "logs"))
-    seen = []
+seen = []
 
-    def failing_stage(self, text: str) -> None:
-        seen.append(text)
-        raise RuntimeError(f"stage slot failed on {text!r}")
+def failing_stage(self, text):
+    seen.append(text)
+    raise RuntimeError(f"stage slot failed on {text!r}")
 
-    monkeypatch.setattr(MainWindow, "_on_stage", failing_stage)
-    hook = sys.excepthook
+MainWindow._on_stage = failing_stage
+hook = sys.excepthook
+rc = main(["--quit-when-done", "--model", sys.argv[1], sys.argv[2]])
+print(f"rc={rc} seen={len(seen)} hook_restored={sys.excepthook is hook}")
+"""
+
+
+def test_the_app_logs_and_survives_an_exception_in_a_slot(tiny_model_path, tmp_path):
+    """The whole app (its own process: an in-process app run leaves Qt's event loops of later tests broken)."""
+    import os
+
     song = write_song(tmp_path / "song.wav", 2.0)
-    assert main(["--quit-when-done", "--model", str(tiny_model_path), str(song)]) == 0
-    assert seen and sys.excepthook is hook
-    err = capsys.readouterr().err
-    assert "stemgui: error: unexpected RuntimeError: stage slot failed" in err
-    assert str(tmp_path / "logs" / LOG_NAME) in err
+    env = dict(os.environ, XDG_CONFIG_HOME=str(tmp_path / "config"), STEMGUI_LOG_DIR=str(tmp_path / "logs"),
+               QT_QPA_PLATFORM="offscreen", OMP_NUM_THREADS="1")
+    done = subprocess.run([sys.executable, "-c", APP_WITH_A_FAILING_SLOT, str(tiny_model_path), str(song)],
+                          capture_output=True, text=True, timeout=300, env=env,
+                          cwd=str(Path(__file__).resolve().parents[1]))
+    assert "rc=0" in done.stdout and "hook_restored=True" in done.stdout, (done.stdout, done.stderr[-2000:])
+    assert "seen=0" not in done.stdout
+    assert "stemgui: error: unexpected RuntimeError: stage slot failed" in done.stderr
+    assert str(tmp_path / "logs" / LOG_NAME) in done.stderr
     text = (tmp_path / "logs" / LOG_NAME).read_text()
     assert "opening" in text and "Traceback" in text and "stage slot failed" in text and "stemgui exits" in text

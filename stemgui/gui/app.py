@@ -162,15 +162,25 @@ def _show(app, window, dialogs, args: argparse.Namespace, scripted: bool, width:
                                        15000)
     window.resize(width, height)
     window.show()
-    result = {"rc": 0}
+    result = {"rc": 0, "done": False}  # done: the run is over, and a timer still pending must do nothing
 
     def finish(rc: int) -> None:
+        if result["done"]:  # a late timer would quit whatever event loop runs next (another window's)
+            return
+        result["done"] = True
         result["rc"] = rc
         window.close()
         app.quit()
 
+    def timed_out() -> None:
+        if not result["done"]:
+            print("stemgui: error: timed out", file=sys.stderr)
+            finish(3)
+
     if scripted:
         def when_drawn() -> None:
+            if result["done"]:
+                return
             if window.is_busy() or not window.pictures_complete():
                 QTimer.singleShot(POLL_MS, when_drawn)
                 return
@@ -190,8 +200,7 @@ def _show(app, window, dialogs, args: argparse.Namespace, scripted: bool, width:
             finish(0)
 
         window.separation_done.connect(lambda ok: QTimer.singleShot(200, when_drawn) if ok else finish(1))
-        QTimer.singleShot(int(args.timeout * 1000), lambda: (print("stemgui: error: timed out", file=sys.stderr),
-                                                              finish(3)))
+        QTimer.singleShot(int(args.timeout * 1000), timed_out)
     if args.song:
         def start() -> None:
             log.info("opening %s", args.song)
@@ -214,4 +223,5 @@ def _show(app, window, dialogs, args: argparse.Namespace, scripted: bool, width:
 
         QTimer.singleShot(0, start)
     app.exec()
+    result["done"] = True
     return result["rc"]
