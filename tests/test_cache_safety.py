@@ -204,3 +204,56 @@ def test_a_full_disk_when_creating_lanes_is_an_oserror_not_a_crash(tmp_path, mon
     with pytest.raises(OSError):
         lane_file.create_lanes(tmp_path / "lanes.f32", (5, 2, 1000))
     assert not (tmp_path / "lanes.f32").exists()
+
+
+@pytest.mark.skipif(lane_file.MS_SYNC is None, reason="libc msync/madvise through ctypes on Linux and macOS only")
+def test_syncing_and_releasing_lanes_let_other_threads_run(tmp_path):
+    """mmap.flush()/madvise() hold the GIL for the whole system call (a 5-minute song's msync stopped the GUI
+    thread for ~240 ms): the lanes file syncs and releases through libc with the GIL released, data intact."""
+    import threading
+
+    assert lane_file._libc is not None
+    shape = (5, 2, 4_000_000)  # 160 MB dirty
+    audio = lane_file.create_lanes(tmp_path / "lanes.f32", shape)
+    audio[:] = 0.5
+    audio[4, 1, -3:] = (1.0, 2.0, 3.0)
+    in_call, ticks, stop = threading.Event(), [0], threading.Event()
+
+    def tick():
+        while not stop.is_set():
+            time.sleep(0.0005)
+            ticks[0] += in_call.is_set()
+
+    ticker = threading.Thread(target=tick)
+    ticker.start()
+    try:
+        time.sleep(0.01)
+        in_call.set()
+        t0 = time.perf_counter()
+        lane_file.flush(audio)
+        took = time.perf_counter() - t0
+        in_call.clear()
+    finally:
+        stop.set()
+        ticker.join()
+    if took > 0.03:  # a sync that took long enough to tell (not on tmpfs, where msync returns at once)
+        assert ticks[0] >= 3, (ticks[0], took)
+    with open(tmp_path / "lanes.f32", "rb") as f:  # what the file holds after the sync
+        f.seek(lane_file.nbytes(shape) - 12)
+        assert np.frombuffer(f.read(12), dtype=lane_file.DTYPE).tolist() == [1.0, 2.0, 3.0]
+    lane_file.release_all()  # madvise through libc: the pages come back from the file on the next read
+    assert float(audio[0, 0, :1000].sum()) == 500.0 and audio[4, 1, -1] == 3.0
+
+
+def test_releasing_a_closed_mapping_is_logged_not_raised(tmp_path, caplog):
+    import mmap
+
+    with open(tmp_path / "f.bin", "wb") as f:
+        f.truncate(mmap.PAGESIZE)
+    with open(tmp_path / "f.bin", "r+b") as f:
+        mm = mmap.mmap(f.fileno(), mmap.PAGESIZE)
+    holder = lane_file._TrimmedMap(mm)
+    mm.close()
+    with caplog.at_level(logging.DEBUG, logger="stemgui.gui.lane_file"):
+        holder.release()
+    assert "madvise failed" in caplog.text

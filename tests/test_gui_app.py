@@ -132,7 +132,6 @@ def test_drop_a_file_lanes_appear(qtbot, window, songs):
     assert window.windowTitle().startswith("short song.wav")
 
 
-@pytest.mark.slow  # REGRESSION since session 5's mapped lanes (underruns/stalls on a quiet machine): issue 14
 def test_the_event_loop_never_stalls_while_separating(qtbot, window, tmp_path):
     """Longest gap between 10 ms heartbeat ticks during a separation (model already loaded, as after the first
     song). The GUI thread never works 100 ms at a stretch (CPU time, always asserted); the wall-clock stall is

@@ -160,7 +160,6 @@ def test_exact_sum_is_on_by_default_shown_and_in_the_cache_key(qtbot, window, se
 
 
 @pytest.mark.audio_device
-@pytest.mark.slow  # REGRESSION since session 5's mapped lanes (underruns/stalls on a quiet machine): issue 14
 def test_stretching_six_lanes_while_separating_never_stalls(qtbot, settings, songs, tmp_path, jack_dummy):
     """Six stems + the song through JACK at 80 % and -3 semitones while a second model separates the song."""
     import os

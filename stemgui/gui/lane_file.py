@@ -10,14 +10,22 @@ written back), and the next access refaults them in microseconds. RSS then holds
 last interval (the player's few blocks, a picture's or an export's block), whatever the song's length.
 
 The file is preallocated (`posix_fallocate`) when created, so a full disk is an OSError up front instead of a
-SIGBUS at the first write into a hole. Qt-free.
+SIGBUS at the first write into a hole.
+
+`mmap.flush()` and `mmap.madvise()` hold the GIL for the whole system call (CPython 3.11), and an msync of a
+5-minute song's dirty lanes takes a quarter of a second on a fast disk: every thread of the app, the GUI's
+included, would stop for that long. Both calls therefore go through ctypes (`libc.msync`, `libc.madvise`), which
+releases the GIL, with the mmap methods as the fallback where libc cannot be loaded. Qt-free.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
 import mmap
 import os
+import sys
 import threading
 import weakref
 from pathlib import Path
@@ -32,6 +40,54 @@ TRIM_GROWTH = 32 << 20  # bytes of newly resident file pages that make the trimm
 _maps: "weakref.WeakSet[_TrimmedMap]" = weakref.WeakSet()
 _maps_lock = threading.Lock()
 _trimmer: threading.Thread | None = None
+_baseline: int | None = None  # resident file pages after the last release
+
+
+MS_SYNC = {"linux": 4, "darwin": 0x10}.get(sys.platform)  # <sys/mman.h>; elsewhere the mmap methods are used
+
+
+def _load_libc() -> ctypes.CDLL | None:
+    """libc through ctypes (a CDLL call releases the GIL), None where it cannot be found or lacks the calls."""
+    if MS_SYNC is None:
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        for name in ("msync", "madvise"):
+            fn = getattr(libc, name)
+            fn.argtypes, fn.restype = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int), ctypes.c_int
+        return libc
+    except (OSError, AttributeError) as exc:
+        log.debug("libc not usable through ctypes (%s): mmap methods hold the GIL", exc)
+        return None
+
+
+_libc = _load_libc()
+
+
+def _call_without_gil(mm: mmap.mmap, name: str, flag: int) -> bool:
+    """libc.`name`(address of `mm`, len(mm), flag) with the GIL released; False where not possible."""
+    if _libc is None or len(mm) == 0:
+        return False
+    view = np.frombuffer(mm, dtype=np.uint8)  # the mapping's address; raises ValueError once it is closed
+    try:
+        if getattr(_libc, name)(view.ctypes.data, len(mm), flag) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"{name}: {os.strerror(err)}")
+    finally:
+        del view
+    return True
+
+
+def sync_mapping(mm: mmap.mmap) -> None:
+    """Write a shared mapping's dirty pages to its file and wait for them (msync MS_SYNC), GIL released."""
+    if not _call_without_gil(mm, "msync", MS_SYNC or 0):
+        mm.flush()
+
+
+def drop_mapped_pages(mm: mmap.mmap) -> None:
+    """Drop a shared file mapping's pages from this process's page tables (MADV_DONTNEED), GIL released."""
+    if not _call_without_gil(mm, "madvise", mmap.MADV_DONTNEED):
+        mm.madvise(mmap.MADV_DONTNEED)
 
 
 class _TrimmedMap:
@@ -42,7 +98,7 @@ class _TrimmedMap:
 
     def release(self) -> None:
         try:
-            self.mm.madvise(mmap.MADV_DONTNEED)
+            drop_mapped_pages(self.mm)
         except (ValueError, OSError) as exc:  # closed, or a platform without it: nothing to release
             log.debug("madvise failed: %s", exc)
 
@@ -57,22 +113,20 @@ def _file_pages() -> int | None:
 
 
 def _trim_loop() -> None:
-    """Every TRIM_SECONDS, release the mappings if resident file pages grew by TRIM_GROWTH since the last time
+    """Every TRIM_SECONDS, release the mappings if resident file pages grew by TRIM_GROWTH since the last release
     (a paused song costs nothing; playback touches ~0.2 MB a second, an export or a picture much more)."""
+    global _baseline
     event = threading.Event()
     page = mmap.PAGESIZE
-    baseline = _file_pages()
+    _baseline = _file_pages()
     while True:
         event.wait(TRIM_SECONDS)
-        now = _file_pages()
-        if now is not None and baseline is not None and (now - baseline) * page < TRIM_GROWTH:
-            continue
-        with _maps_lock:
-            maps = list(_maps)
-        for m in maps:
-            m.release()
-        del maps
-        baseline = _file_pages()
+        now, baseline = _file_pages(), _baseline
+        if now is not None and baseline is not None:
+            _baseline = min(baseline, now)  # other mappings went away: growth counts from the lowest point
+            if (now - _baseline) * page < TRIM_GROWTH:
+                continue
+        release_all()
 
 
 def _register(mm: mmap.mmap) -> _TrimmedMap:
@@ -89,11 +143,15 @@ def _register(mm: mmap.mmap) -> _TrimmedMap:
 
 
 def release_all() -> None:
-    """Drop every mapped lane page from this process's RSS now (tests, benchmarks, after a long read)."""
+    """Drop every mapped lane page from this process's RSS now (the trimmer; tests, benchmarks, after a long
+    read); the trimmer counts growth from here."""
+    global _baseline
     with _maps_lock:
         maps = list(_maps)
     for m in maps:
         m.release()
+    del maps
+    _baseline = _file_pages()
 
 
 def nbytes(shape: tuple[int, int, int]) -> int:
@@ -167,7 +225,7 @@ def flush(audio: np.ndarray) -> None:
     """Write a writable mapping's dirty pages to its file (before its checksum is taken and it is renamed)."""
     holder = getattr(audio, "_holder", None)
     if holder is not None:
-        holder.mm.flush()
+        sync_mapping(holder.mm)
 
 
 def lane_blocks(audio: np.ndarray, lane: int, block: int = 1 << 16, start: int = 0, stop: int | None = None):

@@ -34,6 +34,7 @@ from stemgui.errors import StemGUIError
 from stemgui.gui import export as exporter
 from stemgui.gui.batch import BatchPanel, BatchQueue, audio_files
 from stemgui.gui.cache import StemCache
+from stemgui.gui.collector import collect_on_gui_thread
 from stemgui.gui.dialogs import Dialogs, ExportOptions
 from stemgui.gui.dragout import StemDragOut, frames_ready
 from stemgui.gui.finetune import FineTunePanel
@@ -47,7 +48,14 @@ from stemgui.gui.settings_panel import SeparationSettingsPanel
 from stemgui.gui.shortcuts import KeyRegistry, ShortcutsSheet, sheet_rows
 from stemgui.gui.spectrogram import SpectrogramLayout
 from stemgui.gui.timeline import TimeScrollBar, TimeView
-from stemgui.gui.workers import MIX_NAME, ExportWorker, SeparationWorker, Session, SpectrogramWorker
+from stemgui.gui.workers import (
+    MIX_NAME,
+    ExportWorker,
+    SeparationWorker,
+    Session,
+    SpectrogramWorker,
+    single_threaded_blas,
+)
 from stemgui.separate import SeparationSettings
 
 log = logging.getLogger(__name__)
@@ -70,6 +78,8 @@ class MainWindow(QMainWindow):
     def __init__(self, settings: AppSettings | None = None, dialogs: Dialogs | None = None,
                  cache: StemCache | None = None, model: str | None = None, enable_audio: bool = True):
         super().__init__()
+        single_threaded_blas()  # before any analysis or downmix starts a BLAS pool beside the separation
+        collect_on_gui_thread()  # Qt objects in cyclic garbage must never be destroyed on a worker thread
         self.settings = settings or AppSettings()
         self.dialogs = dialogs or Dialogs(self)
         self.cache = cache or StemCache()

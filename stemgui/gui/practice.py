@@ -19,6 +19,7 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QSpinBox, QToolButton, QWidget
 
 from stemgui.gui.player import Player
+from stemgui.gui.workers import lower_thread_priority
 
 log = logging.getLogger(__name__)
 AB_SONG = "song"
@@ -147,6 +148,7 @@ class PracticeControls(QWidget):
         self.key_label.setText("analysing…")
 
         def work() -> None:
+            lower_thread_priority()  # an estimate waits; the GUI and audio threads do not
             try:
                 result = analyse(audio, samplerate)
             except Exception:  # noqa: BLE001 - an estimate failing must never take the app down
@@ -168,6 +170,7 @@ class PracticeControls(QWidget):
         generation, audio, samplerate = self._generation, session.audio, session.samplerate
 
         def work() -> None:
+            lower_thread_priority()
             try:
                 key = analyse_key(stems_mono_sum(audio, pitched, samplerate), samplerate)
             except Exception:  # noqa: BLE001 - an estimate failing must never take the app down

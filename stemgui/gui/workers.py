@@ -55,6 +55,22 @@ def lower_thread_priority(niceness: int = BACKGROUND_NICENESS) -> None:
         log.debug("cannot lower the priority of a worker thread: %s", exc)
 
 
+def single_threaded_blas() -> None:
+    """Keep numpy's and scipy's BLAS (OpenBLAS, MKL, ...) to one thread in this process.
+
+    The app's BLAS calls are small (the key's pitch filterbank, a downmix) and run beside a separation that
+    already uses every core: a BLAS pool's threads were created by the GUI thread at normal priority and spin
+    while they wait, which doubled the GUI thread's longest event-loop stall while separating (measured).
+    torch's own thread pool is not affected.
+    """
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - a runtime dependency; an app without it only stalls more
+        log.warning("threadpoolctl is missing: numpy's BLAS keeps its thread pool")
+        return
+    threadpool_limits(limits=1, user_api="blas")
+
+
 class CancelFlag(CancelToken):
     """The engine's cancel token, also callable (`flag() -> bool`) as the cache and the export expect."""
 
