@@ -50,22 +50,27 @@ class Heartbeat:
         self.timer.setInterval(10)
         self.timer.timeout.connect(self._tick)
         self.gaps: list[float] = []
+        self.ends: list[float] = []  # when each gap ended, seconds after start()
         self.busy = 0.0
 
     def _tick(self) -> None:
         now, cpu = time.perf_counter(), time.thread_time()
         self.gaps.append(now - self.last)
+        self.ends.append(now - self.t0)
         self.busy = max(self.busy, cpu - self.last_cpu)
         self.last, self.last_cpu = now, cpu
 
     def start(self) -> None:
         self.last, self.last_cpu = time.perf_counter(), time.thread_time()
+        self.t0 = self.last
         self.timer.start()
 
     def stop(self) -> dict:
         self.timer.stop()
         gaps = sorted(self.gaps)
+        worst = max(range(len(self.gaps)), key=self.gaps.__getitem__) if self.gaps else None
         return {"longest_gap_ms": round(gaps[-1] * 1000, 1) if gaps else None,
+                "longest_gap_ended_at_s": round(self.ends[worst], 2) if worst is not None else None,
                 "p99_gap_ms": round(gaps[int(0.99 * (len(gaps) - 1))] * 1000, 1) if gaps else None,
                 "gaps_over_50ms": sum(g > 0.05 for g in gaps), "gaps_over_100ms": sum(g > 0.1 for g in gaps),
                 "gui_busy_max_ms": round(self.busy * 1000, 1), "ticks": len(gaps)}
@@ -93,7 +98,10 @@ def nudged_copy(folder: Path) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("song", nargs="?", default=str(DEFAULT_SONG))
+    parser.add_argument("--switch-interval", type=float, default=None, help="sys.setswitchinterval (experiment)")
     args = parser.parse_args()
+    if args.switch_interval:
+        sys.setswitchinterval(args.switch_interval)
     app = QApplication.instance() or QApplication(sys.argv[:1])
     tmp = Path(tempfile.mkdtemp(prefix="stemgui-app-stall-"))
     try:

@@ -172,32 +172,14 @@ def estimate(system: System, track, sources: list[str], stems, mixture, samplera
     computed from the references of exactly `sources` (for two stems: vocals against the accompaniment)."""
     import numpy as np
 
+    from stemgui.eval.fit import separate_like
     from stemgui.eval.oracle import oracle_estimates
 
     if system.kind == "oracle":
         return oracle_estimates(stems, system.target)
     separator = _separator(system.target, device, shifts)
     plan = model_estimate_plan(system.target, list(separator.sources), sources)
-    wav = mixture
-    if samplerate != separator.samplerate:
-        from stemgui.audio import resample
-
-        wav = resample(mixture, samplerate, separator.samplerate)
-    if wav.shape[0] != separator.audio_channels:
-        from stemgui.audio import convert_channels
-
-        wav = convert_channels(wav, separator.audio_channels)
-    out = np.asarray(separator.separate(wav))
-    if samplerate != separator.samplerate:
-        from stemgui.audio import resample
-
-        out = resample(out, separator.samplerate, samplerate)
-    if out.shape[1] != stems.shape[1]:
-        out = out.mean(axis=1, keepdims=True).repeat(stems.shape[1], axis=1)
-    length = stems.shape[-1]
-    out = out[..., :length]
-    if out.shape[-1] < length:
-        out = np.pad(out, [(0, 0), (0, 0), (0, length - out.shape[-1])])
+    out = separate_like(separator, mixture, samplerate, stems.shape[1], stems.shape[-1])
     picked = np.stack([out[rows].sum(axis=0) for rows in plan])
     return picked.astype(np.float32)
 

@@ -41,7 +41,7 @@ from stemgui.data.mir1k import (  # noqa: F401 (API)
     is_test_singer,
     singer_of,
 )
-from stemgui.data.production import AIR_MODES
+from stemgui.data.production import AIR_MODES, active_rms
 from stemgui.errors import DatasetError
 
 log = logging.getLogger(__name__)
@@ -317,19 +317,6 @@ def _space(x: np.ndarray, rng: np.random.Generator, width: float, wet: float, rt
     return y
 
 
-def _active_rms(x: np.ndarray) -> float:
-    """RMS over the parts of a stem that actually sound (silent sections don't dilute the level)."""
-    hop = SAMPLERATE // 10
-    frames = x.shape[-1] // hop
-    if frames == 0:
-        return float(np.sqrt(np.mean(x ** 2))) if x.size else 0.0
-    power = (x[:, : frames * hop].reshape(x.shape[0], frames, hop) ** 2).mean(axis=(0, 2))
-    if power.max() <= 0:
-        return 0.0
-    loud = power[power > power.max() * 1e-3]
-    return float(np.sqrt(loud.mean()))
-
-
 def _sing_section(rng: np.random.Generator, out: np.ndarray, arr: Arrangement, sec, clips: list[Path],
                   min_room: float) -> list[dict]:
     """Sing MIR-1K phrases from bar line to bar line through one section (adds into `out`)."""
@@ -389,14 +376,14 @@ def _add_air(voice: np.ndarray, level_db: float) -> np.ndarray:
     """
     from scipy.signal import butter, sosfilt
 
-    level = _active_rms(voice[None])
+    level = active_rms(voice[None])
     if level <= 0:
         return voice
     band = sosfilt(butter(2, 3000.0, "highpass", fs=SAMPLERATE, output="sos"), voice)
-    band_rms = _active_rms(band[None]) + 1e-12
+    band_rms = active_rms(band[None]) + 1e-12
     air = sosfilt(butter(4, 8000.0, "highpass", fs=SAMPLERATE, output="sos"), np.tanh(2.5 * band / band_rms))
     air = sosfilt(butter(1, 12000.0, "lowpass", fs=SAMPLERATE, output="sos"), air)  # natural high-end tilt
-    air *= level * 10 ** (level_db / 20) / (_active_rms(air[None]) + 1e-12)
+    air *= level * 10 ** (level_db / 20) / (active_rms(air[None]) + 1e-12)
     return voice + air
 
 
@@ -427,7 +414,7 @@ def _vocals(rng, arr, clips, n_samples, backing: np.ndarray, air: str = "exciter
     if np.any(backing):  # the choir sits wider and lower than the lead, in the same room
         mid, side = (backing[0] + backing[1]) / 2, (backing[0] - backing[1]) / 2 * float(rng.uniform(0.8, 1.6))
         back = np.stack([mid + side, mid - side])
-        back *= _active_rms(stereo) * 10 ** (rng.uniform(-14, -6) / 20) / (_active_rms(back) + 1e-9)
+        back *= active_rms(stereo) * 10 ** (rng.uniform(-14, -6) / 20) / (active_rms(back) + 1e-9)
         stereo = stereo + back
     stereo = _space(stereo, rng, 1.0, float(rng.uniform(0.08, 0.4)), float(rng.uniform(0.6, 2.2)))
     return stereo, used
@@ -534,14 +521,14 @@ def _mix_plain(rng, arr, parts, clips, n_samples, air) -> tuple[np.ndarray, dict
             stems[name] = lowpass_8k(stems[name])
     stack = _stack(stems, n_samples)
     target = 10 ** (float(rng.uniform(-18.0, -12.0)) / 20)
-    stack *= target / (_active_rms(stack.sum(axis=0)) + 1e-12)
+    stack *= target / (active_rms(stack.sum(axis=0)) + 1e-12)
     return stack, mix_info, phrases
 
 
 def _levels(rng, stems: dict[str, np.ndarray], mix_info: dict[str, dict]) -> None:
     """Each stem to its relative level (active RMS) plus a random per-song offset, in place."""
     for name in SOURCES:
-        level = _active_rms(stems[name])
+        level = active_rms(stems[name])
         if level > 0:
             gain_db = STEM_LEVEL_DB[name] + float(rng.uniform(-4.0, 4.0))
             stems[name] *= 10 ** (gain_db / 20) / level
@@ -598,7 +585,7 @@ def _produce(rng, arr, parts, kit, clips, n_samples, settings: SynthSettings, ai
             continue
         kind = _other_kind(programs[ch], arr.roles[i] if i < len(arr.roles) else "comp")
         y, info = _track(rng, parts[f"other:{ch}"], kind, beat)
-        level = _active_rms(y)
+        level = active_rms(y)
         if level > 0:  # instruments balanced against each other, +-4 dB
             y *= 10 ** (float(rng.uniform(-4, 4)) / 20) / level
         other += y
@@ -609,11 +596,11 @@ def _produce(rng, arr, parts, kit, clips, n_samples, settings: SynthSettings, ai
     _levels(rng, stems, mix_info)
     # drum-bus limiter: recorded kits have 25 dB+ crest factors that no mastered song keeps
     crest = float(rng.uniform(12.0, 18.0))
-    stems["drums"] = stems["drums"] * limiter_gain(stems["drums"], _active_rms(stems["drums"]) * 10 ** (crest / 20),
+    stems["drums"] = stems["drums"] * limiter_gain(stems["drums"], active_rms(stems["drums"]) * 10 ** (crest / 20),
                                                    lookahead=0.002)
     mix_info["drums"]["bus_crest_db"] = round(crest, 2)
     stack = _stack(stems, n_samples)
-    stack *= 10 ** (-20 / 20) / (_active_rms(stack.sum(axis=0)) + 1e-12)  # the bus sees a mix at -20 dB RMS
+    stack *= 10 ** (-20 / 20) / (active_rms(stack.sum(axis=0)) + 1e-12)  # the bus sees a mix at -20 dB RMS
     # mix bus: a gentle linear EQ on every stem (= on the mix), then one gain envelope for all stems
     import pedalboard as pb
 
@@ -682,7 +669,7 @@ def _produced_vocals(rng, arr, clips, n_samples, backing, settings: SynthSetting
         info["harmonies"] = intervals
     if np.any(backing):
         back, bchain = _track(rng, backing, "backing", beat)
-        back *= _active_rms(stereo) * 10 ** (rng.uniform(-14, -6) / 20) / (_active_rms(back) + 1e-9)
+        back *= active_rms(stereo) * 10 ** (rng.uniform(-14, -6) / 20) / (active_rms(back) + 1e-9)
         stereo = stereo + back
         info["backing"] = bchain
     wet, info["sends"] = sends(stereo, rng, "vocals", beat)

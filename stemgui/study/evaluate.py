@@ -124,8 +124,8 @@ def _separator(target: str, device: str, shifts: int):
 def estimate(system: System, stems: np.ndarray, mixture: np.ndarray, samplerate: int, sources: list[str],
              device: str = "cpu", shifts: int = 0) -> np.ndarray:
     """Estimates (sources, channels, samples) of `system` for one song, at the song's rate and channel count."""
-    from stemgui.audio import convert_channels, resample
     from stemgui.errors import ModelError
+    from stemgui.eval.fit import separate_like
     from stemgui.eval.oracle import oracle_estimates
 
     if system.kind == "oracle":
@@ -135,18 +135,7 @@ def estimate(system: System, stems: np.ndarray, mixture: np.ndarray, samplerate:
     if missing:
         raise ModelError(f"{system.target}: model has no stem {', '.join(missing)} (it has "
                          f"{', '.join(separator.sources)})")
-    wav = mixture if samplerate == separator.samplerate else resample(mixture, samplerate, separator.samplerate)
-    if wav.shape[0] != separator.audio_channels:
-        wav = convert_channels(wav, separator.audio_channels)
-    out = np.asarray(separator.separate(wav))
-    if samplerate != separator.samplerate:
-        out = resample(out, separator.samplerate, samplerate)
-    if out.shape[1] != stems.shape[1]:
-        out = out.mean(axis=1, keepdims=True).repeat(stems.shape[1], axis=1)
-    length = stems.shape[-1]
-    out = out[..., :length]
-    if out.shape[-1] < length:
-        out = np.pad(out, [(0, 0), (0, 0), (0, length - out.shape[-1])])
+    out = separate_like(separator, mixture, samplerate, stems.shape[1], stems.shape[-1])
     return np.stack([out[separator.sources.index(s)] for s in sources]).astype(np.float32)
 
 
