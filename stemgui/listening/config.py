@@ -131,6 +131,26 @@ class _Reader:
             raise self.fail(extra[0], f"unknown key (expected one of {', '.join(sorted(known))})")
 
 
+def _tables(top: "_Reader", path: Path, key: str, allowed: set[str]):
+    """Each `[[key]]` table of the file as a _Reader (unknown keys refused); there must be at least one."""
+    raw_tables = top.get(key, list, required=True)
+    if not raw_tables:
+        raise top.fail(key, f"needs at least one [[{key}]] table")
+    for i, raw in enumerate(raw_tables):
+        r = _Reader(path, raw if isinstance(raw, dict) else {}, f"{key}[{i}]")
+        if not isinstance(raw, dict):
+            raise r.fail("", "expected a table")
+        r.unknown(allowed)
+        yield r
+
+
+def _unique_name(r: "_Reader", taken: set[str], what: str) -> str:
+    name = _name(r)
+    if name in taken:
+        raise r.fail("name", f"'{name}' is used by another {what}")
+    return name
+
+
 def _name(reader: _Reader, key: str = "name") -> str:
     name = reader.get(key, str, required=True)
     if not SAFE_NAME.match(name):
@@ -209,18 +229,9 @@ def parse_config(data: dict, path: Path) -> TestConfig:
     device = test.get("device", str, "cpu")
     objective = test.get("objective", bool, True)
 
-    raw_songs = top.get("songs", list, required=True)
-    if not raw_songs:
-        raise top.fail("songs", "needs at least one [[songs]] table")
     songs: list[Song] = []
-    for i, raw in enumerate(raw_songs):
-        r = _Reader(path, raw if isinstance(raw, dict) else {}, f"songs[{i}]")
-        if not isinstance(raw, dict):
-            raise r.fail("", "expected a table")
-        r.unknown({"name", "mix", "stems", "excerpts"})
-        song_name = _name(r)
-        if song_name in {s.name for s in songs}:
-            raise r.fail("name", f"'{song_name}' is used by another song")
+    for r in _tables(top, path, "songs", {"name", "mix", "stems", "excerpts"}):
+        song_name = _unique_name(r, {s.name for s in songs}, "song")
         mix = _resolve(path.parent, r.get("mix", str, required=True))
         if not mix.is_file():
             raise r.fail("mix", f"{mix} does not exist")
@@ -232,18 +243,9 @@ def parse_config(data: dict, path: Path) -> TestConfig:
             raise r.fail("stems", "MUSHRA needs the true stems as its reference (or use mode = \"mos\")")
         songs.append(Song(song_name, mix, stems_dir, _excerpts(r)))
 
-    raw_systems = top.get("systems", list, required=True)
-    if not raw_systems:
-        raise top.fail("systems", "needs at least one [[systems]] table")
     systems: list[System] = []
-    for i, raw in enumerate(raw_systems):
-        r = _Reader(path, raw if isinstance(raw, dict) else {}, f"systems[{i}]")
-        if not isinstance(raw, dict):
-            raise r.fail("", "expected a table")
-        r.unknown({"name", "model", "oracle", "folder"})
-        sys_name = _name(r)
-        if sys_name in {s.name for s in systems}:
-            raise r.fail("name", f"'{sys_name}' is used by another system")
+    for r in _tables(top, path, "systems", {"name", "model", "oracle", "folder"}):
+        sys_name = _unique_name(r, {s.name for s in systems}, "system")
         given = {k: r.get(k, str) for k in ("model", "oracle", "folder")}
         chosen = [k for k, v in given.items() if v]
         if len(chosen) != 1:
