@@ -495,7 +495,8 @@ def test_space_plays_through_a_real_stream(qtbot, settings, tiny_model_path, son
     win.show()
     assert win.audio_ok, win.audio_reason
     separate(qtbot, win, songs["short"])
-    assert win.player.stream_open and win.play_action.isEnabled()
+    qtbot.waitUntil(lambda: win.player.stream_open, timeout=5_000)  # opened ahead of Play, on a helper thread
+    assert win.play_action.isEnabled()
     qtbot.keyClick(win, Qt.Key_Space)
     qtbot.waitUntil(lambda: win.player.position > SR // 2, timeout=5_000)
     assert win.player.playing and win.play_action.text() == "Pause"
@@ -507,3 +508,24 @@ def test_space_plays_through_a_real_stream(qtbot, settings, tiny_model_path, son
     assert win.player.position == stopped_at
     win.shutdown()
     assert not win.player.stream_open
+
+
+def test_the_output_stream_opens_off_the_gui_thread_and_a_failure_is_one_dialog(qtbot, window, songs, monkeypatch):
+    """Opening the stream blocks 60-130 ms with JACK: a new song opens it on a helper thread, ahead of Play."""
+    import threading
+
+    calls = []
+
+    def failing_open():
+        calls.append(threading.current_thread() is threading.main_thread())
+        raise RuntimeError("The audio output could not be opened (no device); playback is disabled.")
+
+    window.audio_ok = True  # as with a sound card: the fixture's window runs without one
+    monkeypatch.setattr(window.player, "open_stream", failing_open)
+    separate(qtbot, window, songs["short"])
+    qtbot.waitUntil(lambda: not window.audio_ok, timeout=5_000)
+    assert calls == [False]  # not on the GUI thread
+    assert "no device" in window.audio_reason
+    assert [m for m in window.dialogs.messages if "no device" in str(m)]
+    separate(qtbot, window, songs["short"])  # the next song does not try (or report) again
+    assert calls == [False]

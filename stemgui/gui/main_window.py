@@ -9,6 +9,7 @@ Heavy work goes to the workers in `workers.py`, so the event loop never stalls. 
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -74,6 +75,7 @@ BIG_SEEK_SECONDS = 10.0  # Ctrl+Left / Right
 class MainWindow(QMainWindow):
     separation_done = Signal(bool)  # True: stems complete; False: failed or cancelled
     pictures_done = Signal()  # every lane's spectrogram is drawn
+    audio_open_failed = Signal(str)  # opening the output stream on the helper thread failed: the reason
 
     def __init__(self, settings: AppSettings | None = None, dialogs: Dialogs | None = None,
                  cache: StemCache | None = None, model: str | None = None, enable_audio: bool = True):
@@ -88,6 +90,7 @@ class MainWindow(QMainWindow):
         self.resize(1360, 860)
         self.audio_ok, self.audio_reason = audio_output_status() if enable_audio else (False, "Playback is off for this run.")
         self.player = Player()
+        self.audio_open_failed.connect(self._on_audio_open_failed)
         self.session: Session | None = None
         self.lanes: list[Lane] = []
         self.mixes: list[LaneMix] = []
@@ -757,7 +760,7 @@ class MainWindow(QMainWindow):
                 self._setup_lane(lane)
         self.drop_hint.hide()
         self._build_next_lane()
-        self._open_audio()
+        self._open_audio_soon()
         self.song_label.setText(f"{session.path.name} · {format_time(session.duration)[:-2]}")
         self.setWindowTitle(f"{session.path.name} — StemGUI")
         self.time_view.set_duration(session.duration)
@@ -1041,18 +1044,37 @@ class MainWindow(QMainWindow):
         self.play_action.setToolTip(self.audio_reason)
 
     def _open_audio(self) -> bool:
-        """Open the output stream ahead of time (it plays silence while paused) so Play starts at once."""
+        """Open the output stream now (it plays silence while paused); False, with the reason shown, on failure."""
         if not self.audio_ok:
             return False
         try:
             self.player.open_stream()
         except RuntimeError as exc:
-            self.audio_ok, self.audio_reason = False, str(exc)
-            self._show_audio_problem()
-            self.dialogs.error("Playback", str(exc))
-            self._update_actions()
+            self._on_audio_open_failed(str(exc))
             return False
         return True
+
+    def _open_audio_soon(self) -> None:
+        """Open the output stream ahead of time on a helper thread, so Play starts at once: opening blocks for
+        60-130 ms with JACK (and longer with some sound servers), which would stall the event loop."""
+        if not self.audio_ok or self.player.stream_open:
+            return
+
+        def work() -> None:
+            try:
+                self.player.open_stream()
+            except RuntimeError as exc:
+                self.audio_open_failed.emit(str(exc))
+
+        threading.Thread(target=work, name="stemgui-audio-open", daemon=True).start()
+
+    def _on_audio_open_failed(self, reason: str) -> None:
+        if not self.audio_ok:  # already reported
+            return
+        self.audio_ok, self.audio_reason = False, reason
+        self._show_audio_problem()
+        self.dialogs.error("Playback", reason)
+        self._update_actions()
 
     def toggle_play(self) -> None:
         if self.session is None:

@@ -78,6 +78,7 @@ class Player:
         self.ahead_blocks = int(ahead_blocks)
         # the render-ahead queue between the feeder thread and the device callback (see _feed_loop)
         self._cond = threading.Condition()
+        self._stream_lock = threading.Lock()  # open_stream may run on a helper thread (opening can block 100 ms)
         self._queue: collections.deque = collections.deque()
         self._queue_generation = 0
         self._feeder: threading.Thread | None = None
@@ -600,26 +601,28 @@ class Player:
 
     def open_stream(self) -> None:
         """Open and start the output stream (idempotent). Raises RuntimeError with a clear sentence on failure."""
-        if self._stream is not None:
-            return
-        try:
-            import sounddevice as sd
+        with self._stream_lock:
+            if self._stream is not None:
+                return
+            try:
+                import sounddevice as sd
 
-            stream = sd.OutputStream(samplerate=self.samplerate, channels=2, dtype="float32",
-                                     blocksize=self.blocksize, callback=self._callback)
-            stream.start()
-        except Exception as exc:  # noqa: BLE001 - PortAudioError, OSError
-            raise RuntimeError(f"The audio output could not be opened ({exc}); playback is disabled.") from exc
-        self._render_failed = False
-        self._stream = stream
+                stream = sd.OutputStream(samplerate=self.samplerate, channels=2, dtype="float32",
+                                         blocksize=self.blocksize, callback=self._callback)
+                stream.start()
+            except Exception as exc:  # noqa: BLE001 - PortAudioError, OSError
+                raise RuntimeError(f"The audio output could not be opened ({exc}); playback is disabled.") from exc
+            self._render_failed = False
+            self._stream = stream
 
     @property
     def stream_open(self) -> bool:
         return self._stream is not None
 
     def close(self) -> None:
-        """Stop and close the stream; safe to call twice."""
-        stream, self._stream = self._stream, None
+        """Stop and close the stream; safe to call twice (and while a helper thread is opening it)."""
+        with self._stream_lock:
+            stream, self._stream = self._stream, None
         self._playing = False
         feeder, self._feeder = self._feeder, None
         with self._cond:
