@@ -19,6 +19,7 @@ from typing import Sequence
 import numpy as np
 
 from stemgui.audio.stretch import LIVE_ENGINE, Stretcher
+from stemgui.audio.stretch import available as stretch_available
 from stemgui.mix import (
     DEFAULT_RAMP_SECONDS,
     MAX_SEMITONES,
@@ -79,6 +80,7 @@ class Player:
         # the render-ahead queue between the feeder thread and the device callback (see _feed_loop)
         self._cond = threading.Condition()
         self._stream_lock = threading.Lock()  # open_stream may run on a helper thread (opening can block 100 ms)
+        stretch_available()  # imports Rubber Band now, not inside the first song's load (8 ms on the GUI thread)
         self._queue: collections.deque = collections.deque()
         self._queue_generation = 0
         self._feeder: threading.Thread | None = None

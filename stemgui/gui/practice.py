@@ -18,6 +18,7 @@ import numpy as np
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QSpinBox, QToolButton, QWidget
 
+from stemgui.audio.analysis import analyse, analyse_key, stems_mono_sum
 from stemgui.gui.player import Player
 from stemgui.gui.workers import lower_thread_priority
 
@@ -139,8 +140,6 @@ class PracticeControls(QWidget):
 
     def analyse(self, audio: np.ndarray, samplerate: int) -> int:
         """Estimate the tempo and key of `audio` (channels, samples) in a thread; returns its generation."""
-        from stemgui.audio.analysis import analyse
-
         self._generation += 1
         self._stems_key = None
         generation = self._generation
@@ -162,8 +161,6 @@ class PracticeControls(QWidget):
     def analyse_stems(self, session) -> bool:
         """The song's stems are complete: estimate the key again from the pitched stems (all but drums), which
         are cleaner than the mix; the tempo stays the mix's. False when there is nothing to use."""
-        from stemgui.audio.analysis import analyse_key, stems_mono_sum
-
         pitched = [i for i, name in enumerate(session.names) if i > 0 and name not in NON_PITCHED_STEMS]
         if not pitched:
             return False
