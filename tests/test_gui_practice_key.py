@@ -30,3 +30,22 @@ def test_the_key_is_estimated_again_from_the_stems_and_shown_with_its_runner_up(
     p.key_ready.emit(p._generation - 1, Key(4, "major", 0.9))
     qtbot.wait(50)
     assert p.analysis.key.name == "A minor"
+
+
+def test_an_estimate_that_finishes_after_the_controls_were_deleted_is_dropped(qtbot, caplog):
+    import logging
+
+    import shiboken6
+    from PySide6.QtCore import QObject, Signal
+
+    from stemgui.gui.practice import PracticeControls
+
+    class Holder(QObject):
+        ready = Signal(int, object)
+
+    holder = Holder()
+    signal = holder.ready
+    shiboken6.delete(holder)  # the window closed while the analysis thread ran
+    with caplog.at_level(logging.DEBUG, logger="stemgui.gui.practice"):
+        PracticeControls._deliver(signal, 1, None)  # no "Signal source has been deleted" escapes the thread
+    assert "after its controls were deleted" in caplog.text

@@ -138,6 +138,14 @@ class PracticeControls(QWidget):
         self.set_comparison(None)
         self.ab_button.setChecked(False)
 
+    @staticmethod
+    def _deliver(signal, *args) -> None:
+        """Emit from an estimate's thread; the controls may have been deleted meanwhile (the window closed)."""
+        try:
+            signal.emit(*args)
+        except RuntimeError as exc:  # "Signal source has been deleted": nobody is left to show the estimate
+            log.debug("an estimate finished after its controls were deleted: %s", exc)
+
     def analyse(self, audio: np.ndarray, samplerate: int) -> int:
         """Estimate the tempo and key of `audio` (channels, samples) in a thread; returns its generation."""
         self._generation += 1
@@ -153,7 +161,7 @@ class PracticeControls(QWidget):
             except Exception:  # noqa: BLE001 - an estimate failing must never take the app down
                 log.exception("estimating tempo and key failed")
                 result = None
-            self.analysis_ready.emit(generation, result)
+            self._deliver(self.analysis_ready, generation, result)
 
         threading.Thread(target=work, name="stemgui-analysis", daemon=True).start()
         return generation
@@ -173,7 +181,7 @@ class PracticeControls(QWidget):
             except Exception:  # noqa: BLE001 - an estimate failing must never take the app down
                 log.exception("estimating the key from the stems failed")
                 return
-            self.key_ready.emit(generation, key)
+            self._deliver(self.key_ready, generation, key)
 
         threading.Thread(target=work, name="stemgui-key-from-stems", daemon=True).start()
         return True
