@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import threading
 
 from PySide6.QtCore import QCoreApplication, QObject, QThread, QTimer
 
@@ -45,11 +44,6 @@ class MainThreadCollector(QObject):
         gc.collect(generation)
         self.collections[generation] += 1
 
-    def stop(self) -> None:
-        """Hand collection back to the interpreter (automatic again)."""
-        self.timer.stop()
-        gc.enable()
-
 
 def collect_on_gui_thread() -> MainThreadCollector | None:
     """Start the process's collector once, from the GUI thread; later calls return the same one."""
@@ -59,8 +53,6 @@ def collect_on_gui_thread() -> MainThreadCollector | None:
         log.warning("the garbage collector can only be moved to the GUI thread from the GUI thread")
         return None
     if _collector is None:
-        if threading.current_thread() is not threading.main_thread():
-            log.debug("the Qt GUI thread is not Python's main thread")
         _collector = MainThreadCollector()
     elif gc.isenabled():  # someone turned automatic collection back on: keep it off
         gc.disable()
