@@ -49,6 +49,11 @@ class DataConfig:
     # MIR-1K format: train on the real-voice check's singers too (only for protocols that name their own split,
     # e.g. scripts/drnn_mir1k.py; by default they are dropped so no model trains on its own check)
     mir1k_held_out_singers: bool = False
+    # Real two-stem material for a four-stem model: every `two_stem_every`-th step's batch comes from this
+    # (vocals, accompaniment) dataset, e.g. MIR-1K, and the loss compares the model's vocals with the voice and
+    # the sum of its other stems with the accompaniment (stemgui.train.grouping). Empty or 0: off.
+    two_stem_dataset: str = ""
+    two_stem_every: int = 0
     segment: float = 4.0  # training segment, seconds
     samplerate: int = 44100
     channels: int = 2
@@ -257,6 +262,11 @@ class Config:
         _check(d.samplerate > 0, f"data.samplerate must be positive, not {d.samplerate}")
         _check(d.channels in (1, 2), f"data.channels must be 1 or 2, not {d.channels}")
         _check(d.num_workers >= 0, f"data.num_workers must be >= 0, not {d.num_workers}")
+        _check(d.two_stem_every >= 0, f"data.two_stem_every must be >= 0 (0 = off), not {d.two_stem_every}")
+        _check(d.two_stem_every != 1, "data.two_stem_every = 1 would train on the two-stem data only; "
+                                      "use it as data.dataset instead")
+        _check(bool(d.two_stem_dataset) == bool(d.two_stem_every),
+               "data.two_stem_dataset and data.two_stem_every go together (a folder and a step interval >= 2)")
         _check(a.shift >= 0, f"augment.shift must be >= 0 seconds, not {a.shift}")
         _check(0 < a.gain_min <= a.gain_max, "augment.gain_min/gain_max must satisfy 0 < min <= max")
         architectures = _architecture_names()

@@ -14,6 +14,7 @@ import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import soundfile as sf
@@ -363,6 +364,46 @@ class SegmentDataset(Dataset):
             stems = circular_shift(stems, rng, self.sources)
         stems_t = torch.from_numpy(stems)
         return stems_t.sum(dim=0), stems_t
+
+
+class StepMixedDataset(Dataset):
+    """The main segments, except on two-stem steps (`is_two_stem(step)`), whose whole batch comes from `two_stem`.
+
+    Item `i` belongs to step i // global_batch (the StepBatchSampler's numbering), so every batch is one kind
+    and an item stays a pure function of (seed, index).
+    """
+
+    def __init__(self, main: SegmentDataset, two_stem: SegmentDataset, global_batch: int,
+                 is_two_stem: Callable[[int], bool]) -> None:
+        self.main = main
+        self.two_stem = two_stem
+        self.global_batch = global_batch
+        self.is_two_stem = is_two_stem
+
+    def __len__(self) -> int:
+        return len(self.main)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        source = self.two_stem if self.is_two_stem(int(index) // self.global_batch) else self.main
+        return source[index]
+
+
+def load_two_stem_tracks(cfg: Config) -> tuple[list[Track], Config]:
+    """data.two_stem_dataset's tracks as (accompaniment, vocals) pairs and the config that reads them.
+
+    MIR-1K's real-voice singers are dropped as always (data.mir1k_held_out_singers keeps them); a four-stem
+    dataset gives accompaniment as the sum of its other stems. Raises DatasetError naming the folder.
+    """
+    import copy
+
+    from stemgui.train.grouping import TWO_STEM_SOURCES
+
+    two = copy.deepcopy(cfg)
+    two.data.dataset = cfg.data.two_stem_dataset
+    two.data.format = "auto"
+    two.data.sources = list(TWO_STEM_SOURCES)
+    two.data.stem_map = {}
+    return discover_tracks(Path(two.data.dataset), two, two.data.subset or None), two
 
 
 class ValidationDataset(Dataset):

@@ -35,7 +35,14 @@ from stemgui.eval.metrics import usdr
 from stemgui.models.check import check_model_config
 from stemgui.train import checkpoint as ckpt_io
 from stemgui.train.config import Config
-from stemgui.train.data import SegmentDataset, StepBatchSampler, ValidationDataset, load_splits
+from stemgui.train.data import (
+    SegmentDataset,
+    StepBatchSampler,
+    StepMixedDataset,
+    ValidationDataset,
+    load_splits,
+    load_two_stem_tracks,
+)
 from stemgui.train.distributed import (
     DistEnv,
     any_rank,
@@ -46,6 +53,7 @@ from stemgui.train.distributed import (
     init_process_group,
 )
 from stemgui.train.ema import EMA
+from stemgui.train.grouping import TWO_STEM_SOURCES, TwoStemSteps, group_stems, grouping_matrix
 from stemgui.train.losses import GeneratorObjective, discriminator_loss
 from stemgui.train.surgery import finetune_generator
 from stemgui.train.training_card import training_card
@@ -189,6 +197,15 @@ class Trainer:
             cfg.data.samplerate, cfg.data.channels = model_format
         log.info("training %s (%s, sources %s) on %s", self.out.name, getattr(self.G, "architecture", "?"),
                  ", ".join(self.sources), self.device)
+        self.two_stem_steps = TwoStemSteps(cfg.data.two_stem_every)
+        self.two_stem_tracks: list = []
+        self.two_stem_cfg: Config | None = None
+        self.group_matrix: torch.Tensor | None = None
+        if cfg.data.two_stem_every:  # after the model fixed the data's rate and channels
+            self.group_matrix = grouping_matrix(self.sources)
+            self.two_stem_tracks, self.two_stem_cfg = load_two_stem_tracks(cfg)
+            log.info("every %d. step trains on %d two-stem tracks of %s (vocals vs the sum of the other stems)",
+                     cfg.data.two_stem_every, len(self.two_stem_tracks), cfg.data.two_stem_dataset)
         self.D = None
         if cfg.use_gan:
             from stemgui.models.discriminators import SourceDiscriminators
@@ -342,13 +359,14 @@ class Trainer:
         record.update(d_loss=float(d_loss.detach()), d_lr=cfg.optim.d_lr)
         return record
 
-    def generator_step(self, stems: torch.Tensor, estimate: torch.Tensor, step: int) -> dict[str, float]:
-        """One update of G on its objective (adversarial terms once D is on); a non-finite step is skipped, and
-        `train.max_bad_steps` of them in a row end the run."""
+    def generator_step(self, stems: torch.Tensor, estimate: torch.Tensor, step: int,
+                       adversarial: bool = True) -> dict[str, float]:
+        """One update of G on its objective (adversarial terms once D is on, unless `adversarial` is False); a
+        non-finite step is skipped, and `train.max_bad_steps` of them in a row end the run."""
         cfg = self.cfg
         self.opt_g.zero_grad(set_to_none=True)
         total, record = self.objective.reconstruction(estimate, stems, step)
-        if self._gan_on(step):
+        if adversarial and self._gan_on(step):
             self.D.requires_grad_(False)
             (_, fake_scores), (real_feats, fake_feats) = self._judge(stems, estimate, 2 * step + 1)
             adversarial, terms = self.objective.adversarial(fake_scores, real_feats, fake_feats)
@@ -389,9 +407,14 @@ class Trainer:
         with self._autocast():
             estimate = self.G(mix)
         estimate = estimate.float()
-        if self._d_update_due(step):
-            record.update(self.discriminator_step(stems, estimate.detach(), step))
-        record.update(self.generator_step(stems, estimate, step))
+        if self.two_stem_steps(step):  # real two-stem material: grouped reconstruction only, D sits out
+            record["two_stem"] = 1.0  # (its discriminators judge single stems, which these batches lack)
+            record.update(self.generator_step(stems, group_stems(estimate, self.group_matrix), step,
+                                              adversarial=False))
+        else:
+            if self._d_update_due(step):
+                record.update(self.discriminator_step(stems, estimate.detach(), step))
+            record.update(self.generator_step(stems, estimate, step))
         self.scaler.update()
         if self.ema is not None:
             self.ema.update(self.G)
@@ -467,6 +490,8 @@ class Trainer:
                              valid_tracks=len(self.valid_tracks), wall_time_s=self.wall_time,
                              world_size=self.env.world_size, device=str(self.device), stopped_early=stopped)
         card["training"]["cpu_time_s"] = round(self.cpu_time, 1)
+        if self.two_stem_cfg is not None:
+            card["training"]["data"]["two_stem"]["tracks"] = len(self.two_stem_tracks)
         if self.cfg.train.cpu_minutes:
             card["training"]["cpu_budget_s"] = round(self.cfg.train.cpu_minutes * 60, 1)
         if getattr(model, "paper", None):
@@ -509,6 +534,15 @@ class Trainer:
                    "steps_per_s": round(budget.rate(self.step, now), 4), "d_warmup_steps": d.d_warmup_steps})
 
     # -------------------------------------------------------------------------------------------- loop
+    def _train_dataset(self) -> torch.utils.data.Dataset:
+        """The loop's segments: the dataset's, with data.two_stem_dataset's batches on two-stem steps."""
+        t = self.cfg.train
+        main = SegmentDataset(self.train_tracks, self.sources, self.cfg, length=t.steps * t.batch_size)
+        if self.two_stem_cfg is None:
+            return main
+        pairs = SegmentDataset(self.two_stem_tracks, TWO_STEM_SOURCES, self.two_stem_cfg, length=len(main))
+        return StepMixedDataset(main, pairs, t.batch_size, self.two_stem_steps)
+
     def fit(self) -> TrainResult:
         """A model trained by fitting (`trained_by_fitting`: NMF's dictionary learning) instead of gradient steps:
         `model.fit` on the train.steps x train.batch_size segments the loop would have read, then the same
@@ -539,7 +573,7 @@ class Trainer:
             self._log({"event": "end", "step": self.step, "note": "already at train.steps or train.cpu_minutes"})
             out = self.export()
             return TrainResult(out, self.run_dir, self.step, self.metrics)
-        dataset = SegmentDataset(self.train_tracks, self.sources, cfg, length=t.steps * t.batch_size)
+        dataset = self._train_dataset()
         sampler = StepBatchSampler(t.batch_size, self.step, t.steps, self.env.rank, self.env.world_size)
         loader = torch.utils.data.DataLoader(
             dataset, batch_sampler=sampler, num_workers=cfg.data.num_workers,

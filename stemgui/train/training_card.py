@@ -52,6 +52,9 @@ def training_card(cfg: Config, *, name: str, steps: int, metrics: dict[str, Any]
     if valid_tracks is not None:
         data["valid_tracks"] = valid_tracks
     data.update(segment=cfg.data.segment, augment=cfg.to_dict()["augment"])
+    if cfg.data.two_stem_every:  # real (vocals, accompaniment) material on every n-th step (stemgui.train.grouping)
+        data["two_stem"] = {"dataset": str(cfg.data.two_stem_dataset), "every": cfg.data.two_stem_every,
+                            "steps": steps // cfg.data.two_stem_every}
     training: dict[str, Any] = {
         "method": "generative optimization" if cfg.use_gan else "regression",
         "preset": cfg.loss.preset,
