@@ -12,6 +12,11 @@ rendered songs and finished models (delete OUT/<arm> to redo an arm).
         --a "voice_air=exciter" --b "voice_air=lowpass" --songs 60 --steps 1500
     .venv/bin/python scripts/data_ab.py --out /tmp/ab --a a.yaml --b b.yaml    # config files (YAML/JSON tables)
 
+A fine-tune of the bundled model with and without real singing on every 2nd step (one shared training set):
+
+    .venv/bin/python scripts/data_ab.py --out /work/runs/ab-real --base-model resources/models/default.safetensors \\
+        --lr 1e-4 --b "train:data.two_stem_dataset=../shared/datasets/mir-1k-subset,train:data.two_stem_every=2"
+
 A smoke run (seconds, proves the plumbing only, its numbers mean nothing):
 
     .venv/bin/python scripts/data_ab.py --out /tmp/ab-smoke --a production=false --b production=true \\
@@ -35,14 +40,20 @@ sys.path.insert(0, str(REPO))
 from stemgui import SOURCES  # noqa: E402
 from stemgui.atomic import atomic_write_text  # noqa: E402
 
+TRAIN_PREFIX = "train:"  # an arm item `train:section.key=value` changes the training config, not the songs
 
-def arm_settings(spec: str) -> dict:
-    """`key=value[,key=value...]` or a YAML/JSON file of generator settings."""
+
+def arm_settings(spec: str) -> tuple[dict, dict]:
+    """(generator settings, training settings) of an arm: `key=value[,key=value...]` (training items prefixed
+    `train:`, e.g. `train:data.two_stem_every=2`) or a YAML/JSON file of generator settings."""
     from stemgui.cli.synth import parse_sets, read_config
 
     if spec and Path(spec).is_file():
-        return read_config(spec)
-    return parse_sets([item for item in spec.split(",") if item.strip()]) if spec else {}
+        return read_config(spec), {}
+    items = [item.strip() for item in spec.split(",") if item.strip()]
+    train = dict(item[len(TRAIN_PREFIX):].split("=", 1) for item in items if item.startswith(TRAIN_PREFIX))
+    synth = [item for item in items if not item.startswith(TRAIN_PREFIX)]
+    return (parse_sets(synth) if synth else {}), train
 
 
 def render(out: Path, songs: int, seconds: float, seed: int, subset: str, values: dict, jobs: int) -> Path:
@@ -53,8 +64,9 @@ def render(out: Path, songs: int, seconds: float, seed: int, subset: str, values
     return out
 
 
-def train_arm(dataset: Path, model_out: Path, args: argparse.Namespace) -> Path:
-    """The same generator, steps, batch and seed for both arms; only the data differs."""
+def train_arm(dataset: Path, model_out: Path, args: argparse.Namespace, train_values: dict | None = None) -> Path:
+    """The same generator (or --base-model), steps, batch and seed for both arms; only the arm's data or
+    `train_values` (section.key -> value) differ."""
     from stemgui.train.config import Config
     from stemgui.train.trainer import train
 
@@ -68,6 +80,7 @@ def train_arm(dataset: Path, model_out: Path, args: argparse.Namespace) -> Path:
     cfg.loss.preset = args.preset
     cfg.optim.lr = args.lr
     cfg.optim.betas = [0.9, 0.999]
+    cfg.optim.ema_decay = args.ema
     cfg.loss.rms_warmup_steps = min(args.steps, 1000)
     cfg.train.steps = args.steps
     cfg.train.batch_size = args.batch
@@ -77,7 +90,20 @@ def train_arm(dataset: Path, model_out: Path, args: argparse.Namespace) -> Path:
     cfg.train.valid_every = args.steps + 1
     cfg.train.threads = args.threads
     cfg.train.progress = False
+    if args.base_model:  # a fine-tune of an existing model: its own architecture and size, lr as given
+        cfg.finetune.base_model = str(args.base_model)
+        cfg.finetune.lr = args.lr
+        cfg.loss.rms_warmup_steps = 0  # a trained model does not start from silence
+    for key, value in (train_values or {}).items():
+        cfg.set(key, yaml_value(value), "arm")
     return Path(train(cfg, resume=(model_out.with_suffix(".run") / "latest.json").is_file()).out)
+
+
+def yaml_value(text: str):
+    """A command-line value as YAML reads it (numbers, booleans, strings)."""
+    import yaml
+
+    return yaml.safe_load(text)
 
 
 def judge(model: Path, test_set: Path, args: argparse.Namespace) -> dict:
@@ -129,6 +155,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--segment", type=float, default=2.0)
     p.add_argument("--lr", type=float, default=1e-2, help="G learning rate (scripts/train_default.sh: 1e-2)")
+    p.add_argument("--ema", type=float, default=0.99,
+                   help="EMA decay of G's weights (default 0.99 as scripts/train_default.sh; 0.999 barely moves "
+                        "in a short run)")
     p.add_argument("--preset", default="l1+stft", help="loss preset (default l1+stft: no GAN noise in a short A/B)")
     p.add_argument("--channels", type=int, default=8)
     p.add_argument("--depth", type=int, default=6)
@@ -137,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-seed", type=int, default=1, help="song seeds of the training sets (both arms)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--jobs", type=int, default=1, help="processes rendering songs")
+    p.add_argument("--base-model", type=Path, default=None,
+                   help="fine-tune this model in both arms (its own size; --lr is the fine-tuning rate)")
     p.add_argument("--mir1k", default="", help="MIR-1K folder (default: $STEMGUI_MIR1K or the shared copy)")
     p.add_argument("--real-voice-clips", type=int, default=0, help="0 = every held-out clip")
     args = p.parse_args(argv)
@@ -149,21 +180,27 @@ def main(argv: list[str] | None = None) -> int:
         out: Path = args.out
         test_set = render(out / "test-set", args.test_songs, args.seconds, 1000, "test", {}, args.jobs)
         arms: dict[str, dict] = {}
+        rendered: dict[str, Path] = {}  # arms with the same generator settings share one training set
         for name, spec in (("A", args.a), ("B", args.b)):
-            values = arm_settings(spec)
-            data = render(out / name / "data", args.songs, args.seconds, args.data_seed, "train", values, args.jobs)
-            model = train_arm(data, out / name / "model.safetensors", args)
-            arms[name] = {"settings": values, "model": str(model), "scores": judge(model, test_set, args)}
+            values, train_values = arm_settings(spec)
+            key = json.dumps(values, sort_keys=True)
+            if key not in rendered:
+                rendered[key] = render(out / name / "data", args.songs, args.seconds, args.data_seed, "train",
+                                       values, args.jobs)
+            model = train_arm(rendered[key], out / name / "model.safetensors", args, train_values)
+            arms[name] = {"settings": {**values, **{TRAIN_PREFIX + k: v for k, v in train_values.items()}},
+                          "model": str(model), "scores": judge(model, test_set, args)}
             print(f"data_ab: arm {name} done ({time.perf_counter() - started:.0f} s)", file=sys.stderr)
     except StemGUIError as exc:
         print(f"data_ab: {exc}", file=sys.stderr)
         return 1
-    setup = {k: getattr(args, k) for k in ("songs", "test_songs", "seconds", "steps", "batch", "segment", "lr",
-                                           "preset", "channels", "depth", "nfft", "seed", "data_seed")}
+    setup = {"base_model": str(args.base_model) if args.base_model else None}
+    setup |= {k: getattr(args, k) for k in ("songs", "test_songs", "seconds", "steps", "batch", "segment", "lr",
+                                           "preset", "ema", "channels", "depth", "nfft", "seed", "data_seed")}
     report = {"setup": setup, "arms": arms, "wall_s": round(time.perf_counter() - started, 1)}
     atomic_write_text(out / "ab.json", json.dumps(report, indent=1))
-    md = table(arms) + ("\nPaired: same song seeds, training seed, steps and model; only the generator settings "
-                        "differ. Real voice: MIR-1K held-out singers, GNSDR (dB). Synthetic: uSDR (dB), mean over "
+    md = table(arms) + ("\nPaired: same song seeds, training seed, steps and model; only the generator or training "
+                        "settings differ. Real voice: MIR-1K held-out singers, GNSDR (dB). Synthetic: uSDR (dB), mean over "
                         f"{arms['A']['scores']['synthetic_songs']} test songs rendered with the default settings.\n"
                         f"Setup: {json.dumps(setup)}\n")
     atomic_write_text(out / "ab.md", md)

@@ -107,3 +107,19 @@ def test_a_model_without_vocals_refuses_two_stem_material(mir1k_dir, tmp_path):
     cfg.data.two_stem_every = 2
     with pytest.raises(ConfigError, match="vocals stem"):
         Trainer(cfg)
+
+
+def test_an_ab_arm_can_change_the_training_config(tmp_path):
+    """scripts/data_ab.py: `train:` items go to the training config, the rest to the song generator."""
+    import importlib.util
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "data_ab.py"
+    spec = importlib.util.spec_from_file_location("data_ab", script)
+    data_ab = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(data_ab)
+    synth, train = data_ab.arm_settings("production=false,train:data.two_stem_every=2,"
+                                        "train:data.two_stem_dataset=/x/mir")
+    assert synth == {"production": "false"}  # coerced by the generator's settings_from
+    assert train == {"data.two_stem_every": "2", "data.two_stem_dataset": "/x/mir"}
+    assert data_ab.arm_settings("") == ({}, {})
+    assert data_ab.yaml_value("2") == 2 and data_ab.yaml_value("/x/mir") == "/x/mir"
