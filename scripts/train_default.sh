@@ -50,10 +50,26 @@ EMA="${EMA:-0.99}"               # EMA of G's weights; a fast-moving short run n
 VALID_EVERY="${VALID_EVERY:-250}"
 SEED="${SEED:-42}"
 CHANNELS="${CHANNELS:-8}"        # generator width (see the header)
+# Real singing (issue 16): every TWO_STEM_EVERY-th step trains on MIR-1K's (voice, karaoke accompaniment) pairs of
+# the singers the real-voice check does not use, the loss comparing the model's vocals with the voice and the sum
+# of its other stems with the accompaniment (stemgui.train.grouping). TWO_STEM_EVERY=0 switches it off.
+TWO_STEM_DATASET="${TWO_STEM_DATASET:-$REPO/../shared/datasets/mir-1k-subset}"
+TWO_STEM_EVERY="${TWO_STEM_EVERY:-0}"
+# BASE_MODEL: continue from a trained model (the fine-tuning path: its own size, FT_LR as its rate).
+BASE_MODEL="${BASE_MODEL:-}"
+FT_LR="${FT_LR:-5e-4}"
 
 if [[ ! -d "$DATASET/train" ]]; then
     echo "train_default.sh: $DATASET/train not found (generate it with: stemgui synth ...)" >&2
     exit 1
+fi
+
+EXTRA=()
+if [[ "$TWO_STEM_EVERY" != 0 ]]; then
+    EXTRA+=(--set "data.two_stem_dataset=$TWO_STEM_DATASET" --set "data.two_stem_every=$TWO_STEM_EVERY")
+fi
+if [[ -n "$BASE_MODEL" ]]; then
+    EXTRA+=(--base-model "$BASE_MODEL" --set "finetune.lr=$FT_LR")
 fi
 
 RESUME=()
@@ -87,5 +103,6 @@ exec "$PYTHON" -m stemgui train \
     --workers "$WORKERS" \
     --seed "$SEED" \
     --set "train.threads=$THREADS" \
+    "${EXTRA[@]}" \
     "${RESUME[@]}" \
     "$@"
