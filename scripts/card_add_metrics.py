@@ -48,6 +48,20 @@ def training_history(log: Path, last: int = 100) -> dict:
             "validation_history": history}
 
 
+def real_voice_block(path: Path, system: str) -> dict:
+    """The card's `metrics.real_voice` from evaluate's real_voice.json (its summary for `system`)."""
+    summaries = json.loads(path.read_text(encoding="utf-8"))["summary"]
+    if system not in summaries:
+        raise SystemExit(f"{path}: no real-voice summary for system '{system}' (have {', '.join(summaries)})")
+    found = summaries[system]
+    return {"gnsdr_db": found["gnsdr"], "usdr_mean_db": found["usdr_mean"], "clips": found["clips"],
+            "seconds": found["seconds"],
+            "set": "MIR-1K held-out singers bobon + jmzen (stemgui.data.mir1k.HELD_OUT_SINGERS), vocals vs "
+                   "accompaniment (sum of the other stems), 44.1 kHz",
+            "command": "stemgui evaluate --model MODEL --real-voice --out DIR",
+            "goal": "vocals >= 5 dB, accompaniment >= 3 dB (issue 16)"}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("card", type=Path)
@@ -57,6 +71,8 @@ def main() -> None:
     parser.add_argument("--test-set", required=True, help="what the held-out set is")
     parser.add_argument("--notes", type=Path, help="a text file with listening notes for the card")
     parser.add_argument("--log", type=Path, help="the run's log.jsonl: adds final losses and the validation history")
+    parser.add_argument("--real-voice", type=Path,
+                        help="real_voice.json from `stemgui evaluate --real-voice`: the system's GNSDR into the card")
     parser.add_argument("--listen", type=Path, help="listen.json from scripts/listen_report.py (real songs)")
     args = parser.parse_args()
     card = json.loads(args.card.read_text(encoding="utf-8"))
@@ -74,6 +90,8 @@ def main() -> None:
         card.setdefault("training", {}).update(training_history(args.log))
     if args.listen:
         card["metrics"]["real_songs"] = json.loads(args.listen.read_text(encoding="utf-8"))["songs"]
+    if args.real_voice:
+        card["metrics"]["real_voice"] = real_voice_block(args.real_voice, args.system)
     if args.notes:
         card["notes"] = args.notes.read_text(encoding="utf-8").strip()
     tmp = args.card.with_name(f".{args.card.name}.tmp")

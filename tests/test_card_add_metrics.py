@@ -1,0 +1,50 @@
+"""scripts/card_add_metrics.py: held-out scores, the real-voice check and notes land in a card atomically."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "card_add_metrics.py"
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("card_add_metrics", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_scores_and_the_real_voice_check_go_into_the_card(tmp_path, monkeypatch):
+    card = tmp_path / "m.json"
+    card.write_text(json.dumps({"name": "m", "sha256": "abc", "metrics": {"valid_sdr_mean": 1.0}}))
+    summary = tmp_path / "summary.csv"
+    summary.write_text("system,source,SDR,uSDR,SI-SDR,SIR,SAR,ISR\n"
+                       "m,vocals,1.5,2.0,0.5,3,4,5\nm,drums,2.5,3.0,1.5,3,4,5\nother,vocals,9,9,9,9,9,9\n")
+    voice = tmp_path / "real_voice.json"
+    voice.write_text(json.dumps({"summary": {"m": {"gnsdr": {"vocals": 3.7, "accompaniment": 4.2},
+                                                   "usdr_mean": {"vocals": 3.5, "accompaniment": 4.0},
+                                                   "clips": 62, "seconds": 491.3}}, "clips": {}}))
+    notes = tmp_path / "notes.md"
+    notes.write_text("It separates.\n")
+    monkeypatch.setattr(sys, "argv", ["x", str(card), "--summary", str(summary), "--system", "m",
+                                      "--test-set", "12 songs", "--real-voice", str(voice), "--notes", str(notes)])
+    _script().main()
+    out = json.loads(card.read_text())
+    assert out["sha256"] == "abc" and out["metrics"]["valid_sdr_mean"] == 1.0
+    assert out["metrics"]["test"]["model"]["vocals"]["SDR"] == 1.5 and out["metrics"]["test_usdr_mean"] == 2.5
+    rv = out["metrics"]["real_voice"]
+    assert rv["gnsdr_db"] == {"vocals": 3.7, "accompaniment": 4.2} and rv["clips"] == 62
+    assert out["notes"] == "It separates."
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_a_missing_system_is_one_clear_line(tmp_path):
+    voice = tmp_path / "real_voice.json"
+    voice.write_text(json.dumps({"summary": {"a": {}}}))
+    with pytest.raises(SystemExit, match="no real-voice summary for system 'b'"):
+        _script().real_voice_block(voice, "b")
