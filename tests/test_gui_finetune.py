@@ -142,6 +142,7 @@ def test_check_dataset_reads_the_real_mir1k_clips():
     assert check.ok and check.format == "MIR-1K" and check.sources == ["accompaniment", "vocals"]
     assert len(check.tracks) == 500 and check.samplerates == [16000]
     assert any("16000 Hz is resampled to 44100 Hz" in n for n in check.notes)
+    assert any(n.startswith("62 clips of the real-voice check's singers") for n in check.notes)
 
 
 def test_panel_shows_problems_and_keeps_start_disabled(qtbot, settings, tmp_path):
@@ -389,3 +390,36 @@ def test_a_failing_trainer_shows_its_error_line(qtbot, settings, dataset, tiny_m
     assert "tiny-base" in panel.message and "Traceback" not in panel.message
     assert "\n" not in panel.message.split(" Resume")[0]
     assert panel.start_button.isEnabled()
+
+
+def test_vocal_instrumental_pairs_are_checked_and_reach_the_trainer(qtbot, settings, dataset, base_model, tmp_path):
+    """The optional pairs folder: checked when chosen, blocks Start when unusable, and becomes the trainer's
+    data.two_stem_dataset (every second step); remembered with the form."""
+    from stemgui.train.finetune_runs import RunPaths
+
+    panel = make_panel(qtbot, settings)
+    fast_settings(panel, dataset, "with-pairs", 4)
+    pairs = tmp_path / "pairs"
+    for k in range(2):
+        write_track(pairs / f"song{k}", seed=k, sources=("vocals", "accompaniment"))
+    broken = tmp_path / "broken"
+    write_track(broken / "song0", sources=("vocals",))  # no instrumental
+    panel.form.set_pairs(broken)
+    assert "accompaniment" in panel.form.pairs_label.text() and not panel.form.pairs_ok
+    qtbot.waitUntil(lambda: not panel.form.model_checking, timeout=60_000)
+    panel._update_buttons()
+    assert not panel.start_button.isEnabled() and "pairs" in panel.start_button.toolTip()
+    assert "pairs cannot be used" in panel.form.problem(panel.form.request())
+
+    panel.form.set_pairs(pairs)
+    assert panel.form.pairs_ok and "2 tracks" in panel.form.pairs_label.text()
+    request = panel.form.request()
+    assert request.two_stem_dataset == str(pairs) and panel.form.problem(request) is None
+    args = request.arguments(RunPaths(tmp_path / "run", "with-pairs"))
+    assert f"data.two_stem_dataset={pairs}" in args and "data.two_stem_every=2" in args
+    panel.form.save(settings)
+    again = make_panel(qtbot, settings)
+    assert again.form.pairs_edit.text() == str(pairs) and again.form.pairs_ok
+    panel.form.set_pairs("")
+    assert panel.form.pairs_ok and panel.form.request().two_stem_dataset == ""
+    assert not any("two_stem" in a for a in panel.form.request().arguments(RunPaths(tmp_path / "run", "with-pairs")))

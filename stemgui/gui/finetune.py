@@ -465,11 +465,14 @@ class FineTunePanel(QWidget):
     def _update_buttons(self) -> None:
         training = self.is_training()
         dataset_ok, name_ok, model_ok = self.form.dataset_ok, self.form.name_ok, self.form.model_ok
-        self.start_button.setEnabled(not training and dataset_ok and name_ok and model_ok)
+        pairs_ok = self.form.pairs_ok
+        self.start_button.setEnabled(not training and dataset_ok and pairs_ok and name_ok and model_ok)
         if training:
             reason = "a training is running"
         elif not dataset_ok:
             reason = "choose a usable dataset folder"
+        elif not pairs_ok:
+            reason = "the vocal + instrumental pairs folder cannot be used (see under Dataset)"
         elif not model_ok:
             reason = ("checking that the model can run" if self.form.model_checking
                       else "this model configuration cannot run (see under Model)")

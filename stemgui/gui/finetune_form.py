@@ -69,6 +69,7 @@ from stemgui.train.finetune_runs import (
     check_name,
     model_check_message,
 )
+from stemgui.train.grouping import TWO_STEM_SOURCES
 from stemgui.train.surgery import split_member
 from stemgui.train.validate_dataset import DatasetCheck, check_dataset
 
@@ -350,6 +351,26 @@ class FineTuneForm(QWidget):
         self.dataset_label.setWordWrap(True)
         self.dataset_label.setTextInteractionFlags(Qt.TextSelectableByMouse)
         layout.addWidget(self.dataset_label)
+        layout.addWidget(QLabel("Vocal + instrumental pairs (optional)"))
+        row = QHBoxLayout()
+        self.pairs_edit = QLineEdit()
+        self.pairs_edit.setPlaceholderText("folders with vocals and accompaniment files, or MIR-1K")
+        self.pairs_edit.setToolTip(
+            "Real singing for a model with a vocals stem: each track a folder with vocals.wav (an a cappella) and "
+            "accompaniment.wav (its instrumental), or a MIR-1K folder. Every second step trains on these pairs: "
+            "the model's vocals against the voice, the sum of its other stems against the instrumental.")
+        self.pairs_edit.editingFinished.connect(lambda: self.set_pairs(self.pairs_edit.text()))
+        pairs_browse = QPushButton("Browse…")
+        pairs_browse.clicked.connect(self._browse_pairs)
+        row.addWidget(self.pairs_edit, 1)
+        row.addWidget(pairs_browse)
+        layout.addLayout(row)
+        self.pairs_check: DatasetCheck | None = None
+        self.pairs_label = QLabel("")
+        self.pairs_label.setWordWrap(True)
+        self.pairs_label.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.pairs_label.hide()
+        layout.addWidget(self.pairs_label)
         return box
 
     def _model_box(self) -> QGroupBox:
@@ -781,6 +802,7 @@ class FineTuneForm(QWidget):
             checkpoint_every=self.checkpoint_spin.value(), valid_every=self.valid_spin.value(),
             d_warmup_steps=self.d_warmup_spin.value(), d_every=self.d_every_spin.value(),
             d_channels=self.d_channels_spin.value(), spectral_norm=self.spectral_norm_check.isChecked(),
+            two_stem_dataset=self.pairs_edit.text().strip(),
         )
 
     def apply_request(self, req: dict) -> None:
@@ -822,6 +844,8 @@ class FineTuneForm(QWidget):
             select_device(self.device_combo, str(req["device"]))
         if isinstance(req.get("spectral_norm"), bool):
             self.spectral_norm_check.setChecked(req["spectral_norm"])
+        if "two_stem_dataset" in req:
+            self.pairs_edit.setText(str(req.get("two_stem_dataset") or ""))
 
     def save(self, store: QSettings) -> None:
         """Remember the form (but not the model name) for the next session."""
@@ -849,6 +873,8 @@ class FineTuneForm(QWidget):
             self.apply_request(saved)
             if saved.get("dataset"):
                 self.set_dataset(saved["dataset"])
+            if saved.get("two_stem_dataset"):
+                self.set_pairs(saved["two_stem_dataset"])
 
     # ------------------------------------------------------------------------------------------- dataset
     def _browse(self) -> None:
@@ -868,6 +894,41 @@ class FineTuneForm(QWidget):
             self._show_check(check_dataset(text, segment=self.segment_spin.value()))
         self._model_edited()  # the dataset's sources are the model's
         return self.check
+
+    def _browse_pairs(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Choose a folder of vocal + instrumental pairs",
+                                                  self.pairs_edit.text())
+        if folder:
+            self.set_pairs(folder)
+
+    def set_pairs(self, folder: str | os.PathLike) -> DatasetCheck | None:
+        """Choose the optional (vocals, accompaniment) folder and check it at once; empty removes it."""
+        text = str(folder).strip()
+        self.pairs_edit.setText(text)
+        self.pairs_check = check_dataset(text, sources=list(TWO_STEM_SOURCES)) if text else None
+        check = self.pairs_check
+        self.pairs_label.setVisible(check is not None)
+        if check is not None:
+            lines = [check.summary()] if check.tracks else []
+            lines += [f"✗ {p}" for p in check.problems[:4]]
+            lines += [f"• {n}" for n in check.notes[:2]]
+            self.pairs_label.setText("\n".join(lines))
+            self.pairs_label.setStyleSheet(OK_STYLE if check.ok else ERROR_STYLE)
+        self.changed.emit()
+        return check
+
+    def _pairs_problem(self, req: TrainRequest) -> str | None:
+        """Why the pairs folder cannot be used (checked again: files may have changed), or None."""
+        if not req.two_stem_dataset:
+            return None
+        check = self.set_pairs(req.two_stem_dataset)
+        if check is None or not check.ok:
+            first = check.problems[0] if check and check.problems else "no usable pairs"
+            return f"The vocal + instrumental pairs cannot be used: {first}"
+        sources = self.check.sources if self.check is not None else []
+        if "vocals" not in sources or len(sources) < 2:
+            return "Vocal + instrumental pairs need a model with a vocals stem and at least one other stem."
+        return None
 
     def _recheck(self) -> None:
         if self.check is not None:
@@ -891,6 +952,11 @@ class FineTuneForm(QWidget):
         return self.check is not None and self.check.ok
 
     @property
+    def pairs_ok(self) -> bool:
+        """No pairs folder, or one that passed its check."""
+        return not self.pairs_edit.text().strip() or (self.pairs_check is not None and self.pairs_check.ok)
+
+    @property
     def name_ok(self) -> bool:
         return check_name(self.name_edit.text().strip()) is None
 
@@ -906,6 +972,9 @@ class FineTuneForm(QWidget):
         problem = check_name(req.name)
         if problem:
             return problem[0].upper() + problem[1:] + "."
+        problem = self._pairs_problem(req)
+        if problem:
+            return problem
         if req.gpus > 1 and req.batch_size % req.gpus:
             return f"The batch size {req.batch_size} must be divisible by the {req.gpus} GPUs."
         problem = self.check_model_now()  # cached: instant unless Start was pressed before the check ended
@@ -915,7 +984,7 @@ class FineTuneForm(QWidget):
 
     def set_locked(self, locked: bool) -> None:
         """While a training runs, what names and feeds the run cannot change (Steps can: Resume raises them)."""
-        for widget in (self.dataset_edit, self.base_combo, self.member_combo, self.name_edit, self.preset_combo,
+        for widget in (self.dataset_edit, self.pairs_edit, self.base_combo, self.member_combo, self.name_edit, self.preset_combo,
                        self.arch_combo, self.channels_spin, self.depth_spin, self.nfft_spin, self.extra_edit,
                        self.unit_combo):
             widget.setEnabled(not locked)

@@ -120,6 +120,10 @@ class TrainRequest:
     d_every: int = 1  # update D every N steps
     d_channels: int = 16  # discriminator width: smaller = lighter D
     spectral_norm: bool = False
+    # optional (vocals, accompaniment) pairs, e.g. a cappellas with their instrumentals or MIR-1K: every
+    # `two_stem_every`-th step trains on them with the loss on grouped stems (stemgui.train.grouping)
+    two_stem_dataset: str = ""
+    two_stem_every: int = 2
     extra: list[str] = field(default_factory=list)  # further `stemgui train` options (advanced, tests)
 
     def model_fields(self) -> dict[str, int]:
@@ -178,6 +182,9 @@ class TrainRequest:
                      "--d-channels", str(self.d_channels)]
             if self.spectral_norm:
                 args.append("--spectral-norm")
+        if self.two_stem_dataset:
+            args += ["--set", f"data.two_stem_dataset={self.two_stem_dataset}",
+                     "--set", f"data.two_stem_every={max(2, int(self.two_stem_every))}"]
         if self.base_model:
             args += ["--base-model", str(self.base_model), "--finetune-lr", f"{self.lr:g}"]
         else:

@@ -218,6 +218,12 @@ def _check_mir1k(root: Path, sources: list[str]) -> DatasetCheck:
             continue
         check.tracks.append(TrackCheck(path.stem, path, list(sources), int(info.samplerate),
                                        info.frames / info.samplerate))
+    from stemgui.data.mir1k import HELD_OUT_SINGERS, is_held_out_singer, singer_of
+
+    held = sum(is_held_out_singer(singer_of(t.path)) for t in check.tracks)
+    if held:
+        check.notes.append(f"{held} clips of the real-voice check's singers ({', '.join(HELD_OUT_SINGERS)}) are "
+                           "left out of training")
     return check
 
 
