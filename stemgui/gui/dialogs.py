@@ -175,8 +175,10 @@ def model_purpose(card: dict) -> str:
         return str(card["description"])
     training = card.get("training") or {}
     if card.get("name") == "default":
-        return ("A small separator trained here on synthetic songs: it works offline but separates coarsely "
-                "(drums bleed into the vocals). Much better models are one click away: Models ▸ Get models…")
+        return ("A small, fast separator trained here on synthetic songs and real singing: it works offline and "
+                "is fine for practice (bass and drums clean enough to mute or solo, the vocal line to follow), but "
+                "the vocals stem is dull and takes some melody on instrumentals: not a clean karaoke track. "
+                "Much better models are one click away: Models ▸ Get models…")
     if isinstance(training, dict) and training.get("base_model_name"):
         return f"Fine-tuned from '{training['base_model_name']}' on your own stems."
     if isinstance(training, dict) and training.get("imported_from"):
