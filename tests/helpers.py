@@ -5,7 +5,9 @@ Imported as `from helpers import ...` (pytest puts tests/ on sys.path); fixtures
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import soundfile as sf
@@ -13,6 +15,16 @@ import soundfile as sf
 from stemgui import SOURCES
 
 RATE = 44100
+REPO = Path(__file__).resolve().parents[1]
+
+
+def load_script(relative: str) -> ModuleType:
+    """A script of the repository (e.g. "scripts/data_ab.py") imported as a module, for testing its functions."""
+    path = REPO / relative
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def make_stems(rng: np.random.Generator, seconds: float, rate: int = RATE) -> np.ndarray:

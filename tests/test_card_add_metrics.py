@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "card_add_metrics.py"
+from helpers import load_script
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("card_add_metrics", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("scripts/card_add_metrics.py")
 
 
 def test_scores_and_the_real_voice_check_go_into_the_card(tmp_path, monkeypatch):

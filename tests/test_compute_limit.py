@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import torch
 from torch.nn import functional as F
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "compute_limit.py"
+from helpers import load_script
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("compute_limit", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/compute_limit.py")
 
 
 def test_conv_count_matches_the_hand_count() -> None:

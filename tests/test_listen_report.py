@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "listen_report.py"
+from helpers import load_script
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("listen_report", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("scripts/listen_report.py")
 
 
 def test_describe_credits_hits_to_the_stem_that_holds_them():

@@ -13,7 +13,7 @@ import torch
 from stemgui.errors import ConfigError
 from stemgui.train.grouping import TWO_STEM_SOURCES, TwoStemSteps, group_stems, grouping_matrix
 
-from helpers import make_musdb, tiny_config
+from helpers import load_script, make_musdb, tiny_config
 
 FOUR = ["drums", "bass", "other", "vocals"]
 
@@ -111,12 +111,7 @@ def test_a_model_without_vocals_refuses_two_stem_material(mir1k_dir, tmp_path):
 
 def test_an_ab_arm_can_change_the_training_config(tmp_path):
     """scripts/data_ab.py: `train:` items go to the training config, the rest to the song generator."""
-    import importlib.util
-
-    script = Path(__file__).resolve().parents[1] / "scripts" / "data_ab.py"
-    spec = importlib.util.spec_from_file_location("data_ab", script)
-    data_ab = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(data_ab)
+    data_ab = load_script("scripts/data_ab.py")
     synth, train = data_ab.arm_settings("production=false,train:data.two_stem_every=2,"
                                         "train:data.two_stem_dataset=/x/mir")
     assert synth == {"production": "false"}  # coerced by the generator's settings_from

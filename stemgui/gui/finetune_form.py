@@ -128,6 +128,17 @@ def guard_wheel(widgets, guard: WheelGuard) -> None:
             widget.installEventFilter(guard)
 
 
+def _folder_row(edit: QLineEdit, chosen, browse) -> QHBoxLayout:
+    """A folder field and its Browse… button; `chosen(text)` runs when the typed text is confirmed."""
+    row = QHBoxLayout()
+    edit.editingFinished.connect(lambda: chosen(edit.text()))
+    button = QPushButton("Browse…")
+    button.clicked.connect(browse)
+    row.addWidget(edit, 1)
+    row.addWidget(button)
+    return row
+
+
 def member_labels(card: dict[str, Any]) -> list[str]:
     """One line per member of a bag card: its index, what it is best at (from the weights), its architecture."""
     args = dict(card.get("args") or {})
@@ -337,34 +348,22 @@ class FineTuneForm(QWidget):
     def _dataset_box(self) -> QGroupBox:
         box = QGroupBox("Dataset")
         layout = QVBoxLayout(box)
-        row = QHBoxLayout()
         self.dataset_edit = QLineEdit()
         self.dataset_edit.setPlaceholderText("folder with one sub-folder per track (MUSDB18-HQ) or MIR-1K")
-        self.dataset_edit.editingFinished.connect(lambda: self.set_dataset(self.dataset_edit.text()))
-        browse = QPushButton("Browse…")
-        browse.clicked.connect(self._browse)
-        row.addWidget(self.dataset_edit, 1)
-        row.addWidget(browse)
-        layout.addLayout(row)
+        layout.addLayout(_folder_row(self.dataset_edit, self.set_dataset, self._browse))
         self.dataset_label = QLabel("Choose a folder of multitracks: each track a folder with drums, bass, other "
                                     "and vocals as .wav or .flac.")
         self.dataset_label.setWordWrap(True)
         self.dataset_label.setTextInteractionFlags(Qt.TextSelectableByMouse)
         layout.addWidget(self.dataset_label)
         layout.addWidget(QLabel("Vocal + instrumental pairs (optional)"))
-        row = QHBoxLayout()
         self.pairs_edit = QLineEdit()
         self.pairs_edit.setPlaceholderText("folders with vocals and accompaniment files, or MIR-1K")
         self.pairs_edit.setToolTip(
             "Real singing for a model with a vocals stem: each track a folder with vocals.wav (an a cappella) and "
             "accompaniment.wav (its instrumental), or a MIR-1K folder. Every second step trains on these pairs: "
             "the model's vocals against the voice, the sum of its other stems against the instrumental.")
-        self.pairs_edit.editingFinished.connect(lambda: self.set_pairs(self.pairs_edit.text()))
-        pairs_browse = QPushButton("Browse…")
-        pairs_browse.clicked.connect(self._browse_pairs)
-        row.addWidget(self.pairs_edit, 1)
-        row.addWidget(pairs_browse)
-        layout.addLayout(row)
+        layout.addLayout(_folder_row(self.pairs_edit, self.set_pairs, self._browse_pairs))
         self.pairs_check: DatasetCheck | None = None
         self.pairs_label = QLabel("")
         self.pairs_label.setWordWrap(True)
