@@ -53,11 +53,13 @@ def real_voice_block(path: Path, system: str) -> dict:
     summaries = json.loads(path.read_text(encoding="utf-8"))["summary"]
     if system not in summaries:
         raise SystemExit(f"{path}: no real-voice summary for system '{system}' (have {', '.join(summaries)})")
+    from stemgui.data.mir1k import HELD_OUT_SINGERS
+
     found = summaries[system]
     return {"gnsdr_db": found["gnsdr"], "usdr_mean_db": found["usdr_mean"], "clips": found["clips"],
             "seconds": found["seconds"],
-            "set": "MIR-1K held-out singers bobon + jmzen (stemgui.data.mir1k.HELD_OUT_SINGERS), vocals vs "
-                   "accompaniment (sum of the other stems), 44.1 kHz",
+            "set": f"MIR-1K held-out singers {' + '.join(HELD_OUT_SINGERS)} (stemgui.data.mir1k.HELD_OUT_SINGERS), "
+                   "vocals vs accompaniment (sum of the other stems), 44.1 kHz",
             "command": "stemgui evaluate --model MODEL --real-voice --out DIR",
             "goal": "vocals >= 5 dB, accompaniment >= 3 dB (issue 16)"}
 

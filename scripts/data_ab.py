@@ -15,7 +15,8 @@ rendered songs and finished models (delete OUT/<arm> to redo an arm).
 A fine-tune of the bundled model with and without real singing on every 2nd step (one shared training set):
 
     .venv/bin/python scripts/data_ab.py --out /work/runs/ab-real --base-model resources/models/default.safetensors \\
-        --lr 1e-4 --b "train:data.two_stem_dataset=../shared/datasets/mir-1k-subset,train:data.two_stem_every=2"
+        --lr 5e-4 --songs 40 --seconds 30 --steps 500 --jobs 2 \\
+        --b "train:data.two_stem_dataset=../shared/datasets/mir-1k-subset,train:data.two_stem_every=2"
 
 A smoke run (seconds, proves the plumbing only, its numbers mean nothing):
 
