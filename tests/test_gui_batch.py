@@ -5,6 +5,7 @@ finished song opened from the queue at once (from the cache)."""
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl  # noqa: E402
 from PySide6.QtGui import QDropEvent  # noqa: E402
 from test_gui_app import settings, window, write_song  # noqa: E402,F401 - fixtures
 
+from stemgui.errors import Cancelled  # noqa: E402
 from stemgui.gui import workers  # noqa: E402
 from stemgui.gui.batch import BatchModel, JobState, audio_files  # noqa: E402
 from stemgui.separate import Progress  # noqa: E402
@@ -30,6 +32,7 @@ class GatedSeparator:
     def __init__(self):
         self.gate: threading.Event | None = None
         self.free_calls = 0  # this many separations run without waiting for the gate
+        self.stop_delay = 0.0  # seconds a held separation goes on after it was cancelled
         self.calls = []
 
     def separate(self, wav, progress=None, cancel=None, on_chunk=None):
@@ -40,6 +43,8 @@ class GatedSeparator:
         for k in range(4):
             if gate is not None and held:
                 while not gate.wait(0.02):
+                    if cancel.is_cancelled:
+                        time.sleep(self.stop_delay)  # a forward that runs on a while after the cancel
                     cancel.check()
             a, b = total * k // 4, total * (k + 1) // 4
             on_chunk(a, b, np.stack([wav[:, a:b] * 0.25] * 4))
@@ -271,7 +276,8 @@ def test_a_song_opened_directly_pauses_the_queue_and_runs_alone(qtbot, window, t
     direct = write_song(tmp_path / "direct.wav", 2.0, 130)
     timeline.gate = threading.Event()
     drop_many(window, queued)
-    qtbot.waitUntil(lambda: states(window)[0] is JobState.RUNNING, timeout=TIMEOUT_MS)
+    b0 = frames_of(1.0)
+    qtbot.waitUntil(lambda: (b0, "start") in timeline.events, timeout=TIMEOUT_MS)  # mid-separation, not loading
     assert window.open_song(direct)
     # the queue's song is paused (back in the queue, not cancelled) and nothing else starts while direct runs
     qtbot.waitUntil(lambda: not window.batch.running, timeout=TIMEOUT_MS)
@@ -284,14 +290,30 @@ def test_a_song_opened_directly_pauses_the_queue_and_runs_alone(qtbot, window, t
     with qtbot.waitSignal(window.batch.all_finished, timeout=TIMEOUT_MS):
         pass  # the queue resumes by itself once the window's song is done
     assert states(window) == [JobState.DONE, JobState.DONE]
-    d, b0, b1 = frames_of(2.0), frames_of(1.0), frames_of(1.25)
+    d, b1 = frames_of(2.0), frames_of(1.25)
     starts = [f for f, e in timeline.events if e == "start"]
     assert starts == [b0, d, b0, b1]  # the paused song is separated again after the window's one
-    # while the window's song computed, the paused one produced no chunk (one separation at a time)
+    # the paused song had stopped before the window's song began to compute (one separation at a time)
     first_direct = timeline.events.index((d, "start"))
-    direct_end = timeline.events.index((d, "end"))
-    assert (b0, "chunk") not in timeline.events[first_direct:direct_end]
-    assert (b0, "end") in timeline.events[:direct_end]  # the paused one had ended before the window's ended
+    assert timeline.events.index((b0, "end")) < first_direct
+    assert timeline.events[first_direct:timeline.events.index((d, "end"))] == [(d, "start")] + [(d, "chunk")] * 4
+
+
+def test_the_windows_song_computes_only_after_a_paused_queue_song_has_stopped(qtbot, window, timeline, tmp_path):
+    queued = [write_song(tmp_path / f"s{i}.wav", 1.0 + 0.25 * i, 125 + i) for i in range(2)]
+    direct = write_song(tmp_path / "now.wav", 2.0, 135)
+    timeline.gate, timeline.stop_delay = threading.Event(), 0.5  # the queue's forward runs on 0.5 s after Cancel
+    drop_many(window, queued)
+    b0, d = frames_of(1.0), frames_of(2.0)
+    qtbot.waitUntil(lambda: (b0, "start") in timeline.events, timeout=TIMEOUT_MS)
+    assert window.open_song(direct)
+    qtbot.waitUntil(lambda: not window.batch.running, timeout=TIMEOUT_MS)  # paused: its worker has ended
+    assert "Paused for now.wav" in window.batch.model.index(0, 0).data(Qt.ToolTipRole)
+    with qtbot.waitSignal(window.separation_done, timeout=TIMEOUT_MS):
+        timeline.gate.set()
+    assert timeline.events.index((b0, "end")) < timeline.events.index((d, "start"))
+    qtbot.waitUntil(lambda: states(window) == [JobState.DONE] * 2, timeout=TIMEOUT_MS)
+    assert [f for f, e in timeline.events if e == "start"] == [b0, d, b0, frames_of(1.25)]
 
 
 def test_a_song_done_in_the_queue_opened_from_file_open_comes_from_the_cache(qtbot, window, timeline, tmp_path):
@@ -318,3 +340,29 @@ def test_queueing_the_song_being_separated_in_the_window_does_not_separate_it_ag
     assert states(window) == [JobState.DONE, JobState.DONE]
     # the window's separation filled the cache: the queue's entry for the same song came from there
     assert [f for f, e in timeline.events if e == "start"] == [frames_of(1.0), frames_of(1.5)]
+
+
+def test_a_separation_waits_for_the_compute_slot_and_can_be_cancelled_while_it_waits():
+    flag, waited, outcome = workers.CancelFlag(), threading.Event(), []
+
+    def take():
+        try:
+            workers.hold_compute_slot(flag, waited.set)
+            outcome.append("held")
+            workers._COMPUTE_SLOT.release()
+        except Cancelled:
+            outcome.append("cancelled")
+
+    with workers._COMPUTE_SLOT:  # another separation computes
+        thread = threading.Thread(target=take)
+        thread.start()
+        assert waited.wait(5) and not outcome  # told the user it waits, and still waits
+        flag.cancel()
+        thread.join(5)
+    assert outcome == ["cancelled"]
+    thread = threading.Thread(target=take)  # a free slot is taken at once, without the waiting message
+    waited.clear()
+    flag = workers.CancelFlag()
+    thread.start()
+    thread.join(5)
+    assert outcome == ["cancelled", "held"] and not waited.is_set() and not workers._COMPUTE_SLOT.locked()

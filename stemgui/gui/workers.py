@@ -14,6 +14,7 @@ import logging
 import os
 import queue
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +41,20 @@ BACKGROUND_NICENESS = 4
 busy machine a separation is not starved as at 10 (the app took twice the CLI's wall time under load 10)."""
 READ_BLOCK = 1 << 16  # frames decoded, resampled and handed to the engine at a time (as the CLI streams)
 LOW_RATE = 22050  # inputs below this rate get a notice: the stems have nothing above half of it
+_COMPUTE_SLOT = threading.Lock()
+"""Held by the separation worker that is running the model: the queue's scheduler starts one separation at a
+time, but a queue song paused for the window's song needs a moment to stop, and the window's song must not
+compute beside it on the same cores (nor the two share the memory of two forwards)."""
+
+
+def hold_compute_slot(flag: CancelToken, on_wait: Callable[[], None] | None = None) -> None:
+    """Take `_COMPUTE_SLOT`, checking `flag` while another separation still holds it (cancel stays instant)."""
+    if _COMPUTE_SLOT.acquire(blocking=False):
+        return
+    if on_wait is not None:
+        on_wait()
+    while not _COMPUTE_SLOT.acquire(timeout=0.05):
+        flag.check()
 
 
 def lower_thread_priority(niceness: int = BACKGROUND_NICENESS) -> None:
@@ -293,7 +308,6 @@ class SeparationWorker(QThread):
         self.stage.emit(f"Loading model {session.model_name}")
         separator = get_separator(self.model_path, self.settings)
         flag.check()
-        self.stage.emit(f"Separating on {separator.device}")
 
         def on_progress(p: Progress) -> None:
             flag.check()
@@ -314,7 +328,13 @@ class SeparationWorker(QThread):
             for block in lane_blocks(audio, 0, READ_BLOCK):
                 yield block.mean(axis=0, keepdims=True) if channels == 1 else block[:channels]
 
-        separator.separate_stream(mix_blocks, frames, progress=on_progress, cancel=flag, on_chunk=on_chunk)
+        hold_compute_slot(flag, lambda: self.stage.emit("Waiting for the other separation to stop"))
+        try:
+            flag.check()
+            self.stage.emit(f"Separating on {separator.device}")
+            separator.separate_stream(mix_blocks, frames, progress=on_progress, cancel=flag, on_chunk=on_chunk)
+        finally:
+            _COMPUTE_SLOT.release()
         flag.check()
         session.complete = True
         self.progress.emit(1.0, 0.0, "Separated")
