@@ -59,6 +59,7 @@ def test_config_reads_a_valid_definition_with_defaults(tmp_path):
     (('mix = "mix.wav"', 'mix = "gone.wav"'), "songs[0].mix"),
     (('name = "s"', 'name = "my song"'), "songs[0].name"),
     (('stems = "stems"', 'stem = "stems"'), "songs[0].stem"),
+    (('oracle = "irm"', 'model = "models/gone.safetensors"'), "systems[0].model"),
 ])
 def test_config_errors_are_one_line_naming_file_and_key(tmp_path, change, where):
     text = GOOD.replace('stems = ["vocals"]', 'stems = ["vocals"]\nmode = "mushra"')
@@ -67,6 +68,16 @@ def test_config_errors_are_one_line_naming_file_and_key(tmp_path, change, where)
         load_config(path)
     message = str(info.value)
     assert "\n" not in message and message.startswith(f"{path}: {where}:"), message
+
+
+def test_a_models_path_is_relative_to_the_config_and_a_registry_name_stays_a_name(tmp_path):
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "l1.safetensors").write_bytes(b"")
+    text = GOOD + '[[systems]]\nname = "b"\nmodel = "models/l1.safetensors"\n'
+    text += '[[systems]]\nname = "c"\nmodel = "ablation.l1+stft_seed1"\n'
+    cfg = load_config(write_config(tmp_path, text))
+    assert [s.model for s in cfg.systems[1:]] == [str(tmp_path / "models" / "l1.safetensors"),
+                                                  "ablation.l1+stft_seed1"]
 
 
 def test_config_mushra_needs_true_stems_and_bad_toml_is_refused(tmp_path):

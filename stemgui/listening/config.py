@@ -21,7 +21,7 @@ Relative paths are relative to the config file's folder. Example:
 
     [[systems]]
     name = "bundled"
-    model = "default"          # a registry name or a .safetensors path
+    model = "default"          # a registry name or a .safetensors path (relative: to this file)
     [[systems]]
     name = "oracle-IRM"
     oracle = "irm"             # irm | ibm | mix, computed from the true stems
@@ -163,6 +163,11 @@ def _resolve(base: Path, text: str) -> Path:
     return path if path.is_absolute() else (base / path)
 
 
+def _names_a_file(model: str) -> bool:
+    """A system's `model` is a weights or card path (else a registry name such as `default`)."""
+    return model.endswith((".safetensors", ".json")) or "/" in model or "\\" in model
+
+
 def _excerpts(reader: _Reader) -> tuple[tuple[float, float], ...]:
     raw = reader.get("excerpts", list, required=True)
     if not raw:
@@ -252,6 +257,10 @@ def parse_config(data: dict, path: Path) -> TestConfig:
             raise r.fail("name", f"system '{sys_name}' needs exactly one of model, oracle or folder")
         if given["oracle"] and given["oracle"] not in ORACLES:
             raise r.fail("oracle", f"'{given['oracle']}' is not one of {', '.join(ORACLES)}")
+        if given["model"] and _names_a_file(given["model"]):  # a path, not a registry name: from the config
+            given["model"] = str(_resolve(path.parent, given["model"]))
+            if not Path(given["model"]).is_file():
+                raise r.fail("model", f"{given['model']} not found")
         system = System(sys_name, **given)
         if system.kind == "oracle":
             missing = [s.name for s in songs if s.stems is None]
