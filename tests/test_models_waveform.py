@@ -154,6 +154,22 @@ def test_save_load_round_trip(name, tmp_path):
         assert torch.equal(loaded(mix), model(mix))
 
 
+def test_a_model_stored_in_float16_loads_as_float32_and_separates_alike(tmp_path):
+    from safetensors.torch import load_file
+
+    model = _tiny("demucs1").eval()
+    full = save_model(model, tmp_path / "full.safetensors", {"name": "full", "stored_dtype": "float16"})
+    half = save_model(model, tmp_path / "half.safetensors", {"name": "half"}, stored_dtype=torch.float16)
+    assert half.stat().st_size < 0.6 * full.stat().st_size
+    assert {t.dtype for t in load_file(str(half)).values() if t.is_floating_point()} == {torch.float16}
+    loaded, card = load_model(half)
+    assert card["stored_dtype"] == "float16" and "stored_dtype" not in load_model(full)[1]  # a stale key goes
+    assert {p.dtype for p in loaded.parameters()} == {torch.float32}
+    mix = _noise(3001)
+    with torch.no_grad():
+        ref, est = model(mix), loaded(mix)
+    assert 10 * torch.log10(ref.pow(2).sum() / (ref - est).pow(2).sum()) > 40  # float16 rounding: >40 dB SDR
+
 
 @pytest.mark.parametrize("name", ARCHS)
 def test_fine_tune_surgery_maps_sources_by_name_and_freezes(name, tmp_path):

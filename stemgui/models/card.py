@@ -41,16 +41,20 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def save_model(model: nn.Module, path: str | os.PathLike, card: dict[str, Any] | None = None) -> Path:
+def save_model(model: nn.Module, path: str | os.PathLike, card: dict[str, Any] | None = None,
+               stored_dtype: torch.dtype | None = None) -> Path:
     """Write `model`'s weights and its card; returns the `.safetensors` path.
 
     The card is completed from the model (`init_kwargs`, `sources`, `samplerate`, `audio_channels`), so callers
-    only add what the model cannot know (name, training, metrics).
+    only add what the model cannot know (name, training, metrics). `stored_dtype=torch.float16` halves the file
+    of a model shipped as an example (`load_model` casts back to the model's own dtype); the card says so.
     """
     from safetensors.torch import save_file
 
     wpath = weights_path(path)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    if stored_dtype is not None:
+        state = {k: v.to(stored_dtype) if v.is_floating_point() else v for k, v in state.items()}
     atomic_write(wpath, lambda tmp: save_file(state, str(tmp), metadata={"format": CARD_FORMAT}))
     full: dict[str, Any] = {
         "format": CARD_FORMAT,
@@ -66,6 +70,9 @@ def save_model(model: nn.Module, path: str | os.PathLike, card: dict[str, Any] |
     }
     full.update(card or {})
     full["format"] = CARD_FORMAT
+    full.pop("stored_dtype", None)
+    if stored_dtype is not None:
+        full["stored_dtype"] = str(stored_dtype).removeprefix("torch.")
     full["sha256"] = sha256_file(wpath)
     full["parameters"] = int(sum(p.numel() for p in model.parameters()))
     text = json.dumps(full, indent=2, sort_keys=False)

@@ -1,0 +1,76 @@
+#!/usr/bin/env python3
+"""Copy study runs into resources/listening/models/ as float16 weights + card, for the shipped listening test.
+
+The example test (resources/listening/example.toml) compares the bundled model with an L1-only and an
+`l1+stft+gan` model of the ablation study; users should not have to train those first. Float16 halves the
+files (4.7 MB each for the bundled size); the script measures what that costs on one song and writes it into
+each card (`stored_dtype_check`):
+
+    .venv/bin/python scripts/ship_listening_models.py /work/runs/ablation.study \
+        l1_seed1=ablation-l1 l1+stft+gan_seed1=ablation-l1-stft-gan --song ../shared/examples/example.wav
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from stemgui.audio import load_audio  # noqa: E402
+from stemgui.eval.metrics import usdr  # noqa: E402
+from stemgui.models.card import load_model, save_model  # noqa: E402
+from stemgui.separate import SeparationSettings, Separator  # noqa: E402
+
+log = logging.getLogger("ship_listening_models")
+
+
+def half_precision_gap(full: Path, half: Path, song: Path, seconds: float) -> dict[str, float]:
+    """SDR (dB) of the float16 model's stems against the float32 model's on `seconds` of `song`, per stem."""
+    outs = []
+    for path in (full, half):
+        sep = Separator.from_path(str(path), SeparationSettings(device="cpu"))
+        wav, rate = load_audio(song, sep.samplerate, channels=sep.audio_channels)
+        outs.append((sep.sources, sep.separate(wav[:, : int(seconds * rate)])))
+    (sources, ref), (_, est) = outs
+    scores = usdr(np.asarray(ref), np.asarray(est))  # (sources,): the float32 stems as the reference
+    return {name: round(float(score), 1) for name, score in zip(sources, scores)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("study", type=Path, help="the study folder (its runs/<run>/<run>.safetensors)")
+    parser.add_argument("runs", nargs="+", help="RUN=NAME: the study run and the shipped file's name")
+    parser.add_argument("--out", type=Path, default=REPO / "resources" / "listening" / "models")
+    parser.add_argument("--song", type=Path, required=True, help="song the float16 copy is checked on")
+    parser.add_argument("--seconds", type=float, default=20.0)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    args.out.mkdir(parents=True, exist_ok=True)
+    study_name = args.study.name.removesuffix(".study")
+    for item in args.runs:
+        run, _, name = item.partition("=")
+        if not name:
+            parser.error(f"{item}: expected RUN=NAME")
+        src = args.study / "runs" / run / f"{run}.safetensors"
+        model, card = load_model(src)
+        card = dict(card, name=name)
+        card["origin"] = {"study": study_name, "run": run,
+                          "note": "a study run shipped for the example listening test, stored in float16"}
+        dest = save_model(model, args.out / f"{name}.safetensors", card, stored_dtype=torch.float16)
+        gap = half_precision_gap(src, dest, args.song, args.seconds)
+        card["stored_dtype_check"] = {"song": args.song.name, "seconds": args.seconds,
+                                      "sdr_of_float16_vs_float32_db": gap}
+        save_model(load_model(dest)[0], dest, card, stored_dtype=torch.float16)
+        log.info("%s -> %s (%.1f MB); float16 vs float32 SDR %s dB", src, dest, dest.stat().st_size / 1e6, gap)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
