@@ -149,6 +149,10 @@ def test_two_run_study_killed_resumed_scored_and_reported(dataset, tmp_path):
                  "95 % CI", "learning_curves.png", "boxplot_SDR.png"):
         assert text in report
     assert (out / "figures" / "learning_curves.png").stat().st_size > 1000
+    study = json.loads((out / "study.json").read_text(encoding="utf-8"))
+    overall = {r["system"]: r["uSDR"] for r in study["table"] if r["source"] == "overall"}
+    assert study["silent_runs"] == [n for n in ("l1", "l1+stft") if abs(overall[n]) < 0.25]
+    assert ("have not learned to separate" in report) == bool(study["silent_runs"])
     header = (out / "comparisons.csv").read_text(encoding="utf-8").splitlines()[0]
     assert header.startswith("level,system,baseline,metric,source,mean_diff_db,ci_low_db,ci_high_db")
 
@@ -159,6 +163,16 @@ def test_two_run_study_killed_resumed_scored_and_reported(dataset, tmp_path):
     assert {"tiny.l1", "tiny.l1+stft"} <= set(entries)
     assert entries["tiny.l1+stft"].study == "tiny" and "study tiny" in entries["tiny.l1+stft"].summary
     assert resolve_model("tiny.l1") == (out / "runs" / "l1" / "l1.safetensors").resolve()
+
+
+def test_runs_that_score_like_silence_are_named_as_not_learned():
+    from stemgui.eval.report import SummaryRow
+    from stemgui.study.report import silent_runs
+
+    rows = [SummaryRow("a", "overall", {"uSDR": 0.1}, 8), SummaryRow("b", "overall", {"uSDR": 1.3}, 8),
+            SummaryRow("c", "overall", {"uSDR": -0.2}, 8), SummaryRow("b", "vocals", {"uSDR": 0.0}, 8),
+            SummaryRow("oracle-IRM", "overall", {"uSDR": 0.0}, 8)]
+    assert silent_runs(rows, ["a", "b", "c", "d"]) == ["a", "c"]  # d has no scores; baselines are not runs
 
 
 def test_paired_bootstrap_matches_hand_computed_intervals():

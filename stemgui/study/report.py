@@ -30,6 +30,9 @@ TABLE_COLUMNS = ("SDR", "SIR", "SAR", "ISR", "uSDR", "SI-SDR")
 COMPARED = ("SDR", "uSDR")
 """Metrics whose differences to the baseline get a bootstrap interval (museval's SDR and the MDX uSDR)."""
 OVERALL = "overall"
+SILENT_USDR_DB = 0.25
+"""A run whose uSDR (mean over sources and songs) is within this of 0 dB scores like a silent output (uSDR of
+silence is exactly 0 dB): it has not learned to separate, and its differences to other runs say nothing."""
 FIGURES = "figures"
 
 
@@ -248,12 +251,19 @@ def write_report(plan: StudyPlan, folder: Path, systems: list[System],
         "table": [{"system": r.system, "source": r.source, "songs": r.tracks,
                    **{m: (v if math.isfinite(v) else None) for m, v in r.values.items()}} for r in rows],
         "comparisons": comps,
+        "silent_runs": silent_runs(rows, [name for name, record in done.items() if record]),
         "per_song": {s: {m: song_values(results[s], m, sources) for m in COMPARED} for s in results},
         "figures": [str(p.relative_to(folder)) for p in written],
     }
     atomic_write_text(folder / "study.json", json.dumps(_jsonable(summary), indent=1))
     text = _markdown(plan, folder, tracks, sources, rows, comps, done, failed, kinds, written, figure_note)
     return atomic_write_text(folder / "REPORT.md", text)
+
+
+def silent_runs(rows, runs: list[str]) -> list[str]:
+    """The runs (of `runs`) whose overall uSDR is within SILENT_USDR_DB of a silent output's 0 dB."""
+    overall = {r.system: r.values.get("uSDR", math.nan) for r in rows if r.source == OVERALL}
+    return [name for name in runs if abs(overall.get(name, math.nan)) < SILENT_USDR_DB]
 
 
 def _jsonable(value: Any) -> Any:
@@ -300,6 +310,16 @@ def _markdown(plan, folder, tracks, sources, rows, comps, done, failed, kinds, f
         "## What it showed",
         "",
     ]
+    silent = silent_runs(rows, [r.name for r in finished])
+    if silent:
+        lines += [
+            f"**Warning: {len(silent)} of {len(finished)} runs have not learned to separate** "
+            f"({', '.join(f'`{name}`' for name in silent)}): their uSDR (mean over sources) is within "
+            f"{SILENT_USDR_DB} dB of 0 dB, the score of a silent output. Differences between such runs, however "
+            "clear their intervals, say nothing about the compared settings: the budget (steps, learning rate) is "
+            "too small for them. Raise the budget or the learning rate and run the study again.",
+            "",
+        ]
     cell_comps = [c for c in comps if c["level"] == "cell"]
     if not cell_comps:
         lines.append("There is only one cell (or the baseline did not finish): no comparison to report.")

@@ -158,6 +158,7 @@ class OptimConfig:
     decay_start: int = 0
     lr_min_ratio: float = 0.05
     ema_decay: float = 0.999  # 0 = no EMA
+    ema_warmup: bool = True  # decay min(ema_decay, (1 + n) / (10 + n)) at update n: short runs are not the init
     amp: str = "auto"  # auto: bf16 on CUDA that supports it, off on CPU
 
 

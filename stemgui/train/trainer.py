@@ -221,7 +221,7 @@ class Trainer:
                                            weight_decay=o.d_weight_decay)
         self.amp = amp_dtype(o.amp, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == torch.float16)
-        self.ema = EMA(self.G, o.ema_decay) if o.ema_decay > 0 else None
+        self.ema = EMA(self.G, o.ema_decay, warmup=o.ema_warmup) if o.ema_decay > 0 else None
         self.objective = GeneratorObjective(cfg.loss, cfg.use_stft, getattr(self.G, "spec_params", None))
 
         self.step = 0
@@ -279,6 +279,7 @@ class Trainer:
             self.scaler.load_state_dict(state["scaler"])
         if self.ema is not None:
             self.ema.load_state_dict(state["ema"] if state.get("ema") is not None else state["g"])
+            self.ema.updates = int(state["step"])  # one update per step: the warm-up goes on where it was
         rng = state["rng"]
         torch.set_rng_state(rng["torch"])
         np.random.set_state(rng["numpy"])

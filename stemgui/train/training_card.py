@@ -30,7 +30,8 @@ def _losses(cfg: Config) -> dict[str, Any]:
 
 def _optimizer(cfg: Config, steps: int) -> dict[str, Any]:
     o = cfg.optim
-    optimizer: dict[str, Any] = {"lr": cfg.base_lr, "betas": o.betas, "d_lr": o.d_lr, "ema_decay": o.ema_decay}
+    optimizer: dict[str, Any] = {"lr": cfg.base_lr, "betas": o.betas, "d_lr": o.d_lr, "ema_decay": o.ema_decay,
+                                  "ema_warmup": o.ema_warmup}
     if o.lr_decay != "none":
         optimizer.update(lr_decay=o.lr_decay, decay_start=o.decay_start, lr_min_ratio=o.lr_min_ratio,
                          lr_final=cfg.lr_at(max(steps - 1, 0)))
