@@ -50,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=REPO / "resources" / "listening" / "models")
     parser.add_argument("--song", type=Path, required=True, help="song the float16 copy is checked on")
     parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--origin", default="a study run shipped for the example listening test, stored in float16",
+                        help="what the cards say about where the models come from")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args.out.mkdir(parents=True, exist_ok=True)
@@ -61,8 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         src = args.study / "runs" / run / f"{run}.safetensors"
         model, card = load_model(src)
         card = dict(card, name=name)
-        card["origin"] = {"study": study_name, "run": run,
-                          "note": "a study run shipped for the example listening test, stored in float16"}
+        card["origin"] = {"study": study_name, "run": run, "note": args.origin}
         dest = save_model(model, args.out / f"{name}.safetensors", card, stored_dtype=torch.float16)
         gap = half_precision_gap(src, dest, args.song, args.seconds)
         card["stored_dtype_check"] = {"song": args.song.name, "seconds": args.seconds,

@@ -377,3 +377,25 @@ def test_real_playback_switches_conditions_while_the_stream_runs(qtbot, prepared
     assert all(seconds > 0 for seconds in win.heard.values())
     win.close()
     assert not win.player.stream_open
+
+
+def test_the_shipped_example_is_created_with_the_bundled_and_the_ablation_models(tmp_path):
+    """Issue 19 item 5: `listening-test create example` works from the shipped files alone (no study to train)."""
+    from stemgui.listening.config import load_config
+    from stemgui.models.card import read_card
+    from stemgui.paths import resource
+
+    cfg = load_config(resource("listening", "example.toml"))
+    models = {s.name: s.model for s in cfg.systems if s.kind == "model"}
+    assert set(models) == {"bundled", "L1-only", "L1+STFT+GAN"}
+    for name in ("L1-only", "L1+STFT+GAN"):
+        card = read_card(models[name])
+        assert card["stored_dtype"] == "float16" and card["origin"]["run"] in ("l1", "l1+stft+gan")
+        assert card["training"]["preset"] == ("l1" if name == "L1-only" else "l1+stft+gan")
+    assert main(["listening-test", "create", "example", "--folder", str(tmp_path / "ex")]) == 0
+    m = read_manifest(tmp_path / "ex")
+    assert [t.id for t in m.trials] == ["example-1-vocals", "example-1-drums"]
+    for trial in m.trials:
+        ids = {c.id for c in trial.conditions}
+        assert {"system:bundled", "system:L1-only", "system:L1+STFT+GAN", "system:oracle-IRM",
+                "system:mixture", HIDDEN_REFERENCE} <= ids and len(ids) == 8
