@@ -15,7 +15,7 @@
 # SIGTERM, which checkpoints, then the same command again): run with defaults and LR_DECAY=none to step 1,002;
 # resumed with D_WARMUP=1002 LR_DECAY=none (the discriminator starts there) to step 1,417; resumed with STEPS=3300
 # DECAY_START=1417 (cosine from 1e-2 to 5e-4) to the end; then scored with `stemgui evaluate`,
-# scripts/listen_report.py and scripts/card_add_metrics.py. That was the first version; the one bundled now is
+# scripts/listen_report.py and scripts/card_add_metrics.py. That was the first version; the second was
 # it fine-tuned with real singing on every second step, a recipe decided by a paired A/B (scripts/data_ab.py; the
 # card's training.ab_real_singing):
 #   DATASET=/work/runs/synth3 RUN_DIR=/work/runs/default2/run OUT=/work/runs/default2/default.safetensors \
@@ -23,6 +23,12 @@
 #   TWO_STEM_EVERY=2 BASE_MODEL=resources/models/default.safetensors FT_LR=5e-4 \
 #   scripts/train_default.sh --set train.minutes=76 --set data.real_voice=true --no-progress
 # (synth3: `stemgui synth-dataset /work/runs/synth3 --songs 200 --seconds 20 --seed 2000 --jobs 2`).
+# The third version, bundled now, is that one trained on with the same recipe and a fresh cosine (card: lineage in
+# training.finetune.base_training):
+#   DATASET=/work/runs/synth3 RUN_DIR=/work/runs/default3/run OUT=/work/runs/default3/default.safetensors \
+#   D_WARMUP=200 RMS_WARMUP=0 LR_DECAY=cosine DECAY_START=100 LR_MIN_RATIO=0.1 VALID_EVERY=750 SEED=44 \
+#   TWO_STEM_EVERY=2 BASE_MODEL=resources/models/default.safetensors FT_LR=5e-4 \
+#   scripts/train_default.sh --set train.minutes=78 --set data.real_voice=true --set optim.ema_warmup=false --no-progress
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
