@@ -13,6 +13,7 @@ each card (`stored_dtype_check`):
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
@@ -23,9 +24,10 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from stemgui.atomic import atomic_write_text  # noqa: E402
 from stemgui.audio import load_audio  # noqa: E402
 from stemgui.eval.metrics import usdr  # noqa: E402
-from stemgui.models.card import load_model, save_model  # noqa: E402
+from stemgui.models.card import card_path, load_model, read_card, save_model  # noqa: E402
 from stemgui.separate import SeparationSettings, Separator  # noqa: E402
 
 log = logging.getLogger("ship_listening_models")
@@ -33,14 +35,12 @@ log = logging.getLogger("ship_listening_models")
 
 def half_precision_gap(full: Path, half: Path, song: Path, seconds: float) -> dict[str, float]:
     """SDR (dB) of the float16 model's stems against the float32 model's on `seconds` of `song`, per stem."""
-    outs = []
-    for path in (full, half):
-        sep = Separator.from_path(str(path), SeparationSettings(device="cpu"))
-        wav, rate = load_audio(song, sep.samplerate, channels=sep.audio_channels)
-        outs.append((sep.sources, sep.separate(wav[:, : int(seconds * rate)])))
-    (sources, ref), (_, est) = outs
-    scores = usdr(np.asarray(ref), np.asarray(est))  # (sources,): the float32 stems as the reference
-    return {name: round(float(score), 1) for name, score in zip(sources, scores)}
+    ref_sep, half_sep = (Separator.from_path(str(p), SeparationSettings(device="cpu")) for p in (full, half))
+    wav, rate = load_audio(song, ref_sep.samplerate, channels=ref_sep.audio_channels)
+    wav = wav[:, : int(seconds * rate)]
+    ref, est = np.asarray(ref_sep.separate(wav)), np.asarray(half_sep.separate(wav))
+    scores = usdr(ref, est)  # (sources,): the float32 stems as the reference
+    return {name: round(float(score), 1) for name, score in zip(ref_sep.sources, scores)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,9 +66,10 @@ def main(argv: list[str] | None = None) -> int:
         card["origin"] = {"study": study_name, "run": run, "note": args.origin}
         dest = save_model(model, args.out / f"{name}.safetensors", card, stored_dtype=torch.float16)
         gap = half_precision_gap(src, dest, args.song, args.seconds)
-        card["stored_dtype_check"] = {"song": args.song.name, "seconds": args.seconds,
-                                      "sdr_of_float16_vs_float32_db": gap}
-        save_model(load_model(dest)[0], dest, card, stored_dtype=torch.float16)
+        shipped = read_card(dest)  # the weights stay as written; only their card gains the check
+        shipped["stored_dtype_check"] = {"song": args.song.name, "seconds": args.seconds,
+                                         "sdr_of_float16_vs_float32_db": gap}
+        atomic_write_text(card_path(dest), json.dumps(shipped, indent=2) + "\n")
         log.info("%s -> %s (%.1f MB); float16 vs float32 SDR %s dB", src, dest, dest.stat().st_size / 1e6, gap)
     return 0
 

@@ -163,11 +163,6 @@ def _resolve(base: Path, text: str) -> Path:
     return path if path.is_absolute() else (base / path)
 
 
-def _names_a_file(model: str) -> bool:
-    """A system's `model` is a weights or card path (else a registry name such as `default`)."""
-    return model.endswith((".safetensors", ".json")) or "/" in model or "\\" in model
-
-
 def _excerpts(reader: _Reader) -> tuple[tuple[float, float], ...]:
     raw = reader.get("excerpts", list, required=True)
     if not raw:
@@ -248,6 +243,8 @@ def parse_config(data: dict, path: Path) -> TestConfig:
             raise r.fail("stems", "MUSHRA needs the true stems as its reference (or use mode = \"mos\")")
         songs.append(Song(song_name, mix, stems_dir, _excerpts(r)))
 
+    from stemgui.models.registry import names_a_file  # here: the registry imports torch
+
     systems: list[System] = []
     for r in _tables(top, path, "systems", {"name", "model", "oracle", "folder"}):
         sys_name = _unique_name(r, {s.name for s in systems}, "system")
@@ -257,7 +254,7 @@ def parse_config(data: dict, path: Path) -> TestConfig:
             raise r.fail("name", f"system '{sys_name}' needs exactly one of model, oracle or folder")
         if given["oracle"] and given["oracle"] not in ORACLES:
             raise r.fail("oracle", f"'{given['oracle']}' is not one of {', '.join(ORACLES)}")
-        if given["model"] and _names_a_file(given["model"]):  # a path, not a registry name: from the config
+        if given["model"] and names_a_file(given["model"]):  # a path, not a registry name: from the config
             given["model"] = str(_resolve(path.parent, given["model"]))
             if not Path(given["model"]).is_file():
                 raise r.fail("model", f"{given['model']} not found")

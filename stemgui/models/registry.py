@@ -121,12 +121,17 @@ def default_model_path() -> Path:
     return path
 
 
+def names_a_file(text: str) -> bool:
+    """`text` is a weights or card path (a file suffix or a folder separator), not a registry name."""
+    return text.endswith((".safetensors", ".json")) or "/" in text or "\\" in text or os.sep in text
+
+
 def resolve_model(name_or_path: str | os.PathLike | None) -> Path:
     """The weights path of a model given by name, by path, or None for the default."""
     if name_or_path is None or str(name_or_path) == DEFAULT_NAME:
         return default_model_path()
     candidate = Path(name_or_path)
-    if candidate.suffix in (".safetensors", ".json") or candidate.exists() or os.sep in str(name_or_path):
+    if names_a_file(str(name_or_path)) or candidate.exists():
         wpath = weights_path(candidate)
         if not card_path(wpath).is_file():
             raise ModelError(f"{candidate}: model not found (expected {wpath.name} and {card_path(wpath).name})")
