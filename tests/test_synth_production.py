@@ -273,3 +273,76 @@ def test_cli_set_and_config_reach_the_generator(tmp_path, monkeypatch):
     s = seen["settings"]
     assert (s.voice_air, s.drums, s.harmonies) == ("fold", "recorded", False)
     assert main(["synth-dataset", str(tmp_path / "d"), "--set", "nonsense"]) == 1
+
+
+# ------------------------------------------------------------------------------------------ instrumental songs
+
+
+def test_an_instrumental_arrangement_gives_the_tune_to_an_instrument():
+    from stemgui.data.arrange import OTHER_CHS, make_arrangement
+
+    for seed in range(12):
+        arr = make_arrangement(np.random.default_rng([5, seed]), 20.0, instrumental=True)
+        assert arr.instrumental and arr.describe()["instrumental"] is True
+        assert not any(s.lead or s.backing for s in arr.sections)
+        melody = arr.roles.index("melody")
+        assert len(arr.roles) <= len(OTHER_CHS)
+        assert any(r in ("pad", "comp", "power") for r in arr.roles)  # a harmonic part stays
+        playing = [s for s in arr.sections if s.others[melody] and s.start_bar * arr.bar_seconds < 20.0]
+        assert playing, seed  # the tune sounds within the song, where the voice would have sung
+        channel = OTHER_CHS[melody]
+        assert any(n.channel == channel for n in arr.stems["other"].notes)
+        assert not arr.stems["backing"].notes
+        sung = make_arrangement(np.random.default_rng([5, seed]), 20.0)
+        assert not sung.instrumental and any(s.lead for s in sung.sections)
+
+
+def test_the_instrumental_share_is_drawn_per_song_and_checked():
+    share = synth.SynthSettings(instrumental=0.3)
+    picks = [share.is_instrumental(i) for i in range(400)]
+    assert 0.22 < np.mean(picks) < 0.38
+    assert picks == [share.is_instrumental(i) for i in range(400)]  # a pure function of (seed, index)
+    assert not any(synth.SynthSettings().is_instrumental(i) for i in range(50))
+    assert all(synth.SynthSettings(instrumental=1.0).is_instrumental(i) for i in range(50))
+    assert synth.settings_from(synth.SynthSettings(), {"instrumental": "0.25"}).instrumental == 0.25
+    with pytest.raises(DatasetError, match="instrumental=1.5"):
+        synth.settings_from(synth.SynthSettings(), {"instrumental": 1.5})
+
+
+def test_a_song_made_before_the_instrumental_setting_is_still_finished(tmp_path):
+    """Resuming an older dataset (its synth.json has no `instrumental`) keeps its songs instead of re-rendering."""
+    settings = synth.SynthSettings(seconds=1.0, seed=3)
+    folder = tmp_path / "train" / synth.song_name(3, 0)
+    folder.mkdir(parents=True)
+    for name in (*SOURCES, "mixture"):
+        sf.write(folder / f"{name}.wav", np.zeros((441, 2), dtype=np.float32), 44100)
+    stored = {k: v for k, v in settings.production_dict().items() if k != "instrumental"}
+    meta = {"seed": [3, 0], "seconds": 1.0, "format": "float", "version": synth.GENERATOR_VERSION,
+            "subset": "train", "settings": stored}
+    (folder / "synth.json").write_text(json.dumps(meta))
+    assert synth._is_done(folder, settings, 0)
+    assert synth.read_song_meta(folder)["settings"]["instrumental"] == 0.0
+    assert synth.read_song_meta(folder)["instrumental"] is False
+    assert not synth._is_done(folder, synth.SynthSettings(seconds=1.0, seed=3, instrumental=0.2), 0)
+
+
+@needs_renderer
+@pytest.mark.parametrize("production_chain", [True, False])
+def test_an_instrumental_song_has_a_silent_vocals_stem_and_a_louder_tune(production_chain):
+    stems, meta = synth.render_song(4, _settings(drums="soundfont", instrumental=1.0, production=production_chain))
+    assert meta["instrumental"] is True and meta["vocal_phrases"] == []
+    vocals = stems[SOURCES.index("vocals")]
+    assert not np.any(vocals)
+    for name in ("drums", "bass", "other"):
+        assert np.sqrt(np.mean(stems[SOURCES.index(name)].astype(np.float64) ** 2)) > 1e-3, name
+    if production_chain:
+        assert any(info.get("tune") for info in meta["mix"]["other"].values())
+
+
+@needs_renderer
+def test_songs_left_sung_by_an_instrumental_share_are_bit_for_bit_the_songs_without_it():
+    share = _settings(drums="soundfont", instrumental=0.5, seconds=2.0)
+    sung = next(i for i in range(20) if not share.is_instrumental(i))
+    with_share, _ = synth.render_song(sung, share)
+    without, _ = synth.render_song(sung, _settings(drums="soundfont", seconds=2.0))
+    assert np.array_equal(with_share, without)

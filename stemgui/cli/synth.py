@@ -33,7 +33,8 @@ def register(subparsers) -> None:
                    help="YAML/JSON table of generator settings (the names --set takes), e.g. from scripts/data_ab.py")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="one generator setting: production (true/false), drums (soundfont|recorded|mixed), "
-                   "voice_air (exciter|fold|lowpass|mixed|none), doubling, harmonies, lufs_min, lufs_max; repeatable")
+                   "voice_air (exciter|fold|lowpass|mixed|none), doubling, harmonies, lufs_min, lufs_max, instrumental "
+                   "(share of songs without singing, 0-1); repeatable")
     p.add_argument("--overwrite", action="store_true", help="re-render songs that already exist")
     p.set_defaults(func=run)
 

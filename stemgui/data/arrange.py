@@ -148,6 +148,7 @@ class Arrangement:
     chords: list[Chord]
     roles: list[str]
     stems: dict[str, MidiSong] = field(default_factory=dict)  # "drums", "bass", "other", "backing"
+    instrumental: bool = False  # no singing: an instrument in `other` plays the melody where the voice would sing
 
     @property
     def bar_seconds(self) -> float:
@@ -159,7 +160,7 @@ class Arrangement:
         return {
             "tempo": round(self.tempo, 2), "meter": self.meter, "key": self.key,
             "mode": "minor" if self.minor else "major", "style": self.style, "bars": self.bars,
-            "other_roles": self.roles, "programs": programs,
+            "other_roles": self.roles, "programs": programs, "instrumental": self.instrumental,
             "sections": [
                 {"kind": s.kind, "start_bar": s.start_bar, "bars": s.bars, "drums": s.drums, "bass": s.bass,
                  "others": s.others, "lead": s.lead, "backing": s.backing}
@@ -473,8 +474,38 @@ def _backing(rng, arr: Arrangement, hum: _Humanizer) -> MidiSong:
     return song
 
 
-def make_arrangement(rng: np.random.Generator, seconds: float) -> Arrangement:
-    """Draw a whole song (plan and note parts) lasting at least `seconds`."""
+HARMONIC_ROLES = ("pad", "comp", "power")
+
+
+def _instrumental_roles(roles: list[str]) -> tuple[list[str], int]:
+    """`roles` with a melody part (replacing a non-harmonic part, else appended, else the last harmonic part when
+    three harmonic ones leave two), and its index: the instrument that carries an instrumental song's tune."""
+    roles = list(roles)
+    if "melody" in roles:
+        return roles, roles.index("melody")
+    loose = [i for i, r in enumerate(roles) if r not in HARMONIC_ROLES]
+    if loose:
+        roles[loose[0]] = "melody"
+        return roles, loose[0]
+    if len(roles) < len(OTHER_CHS):
+        roles.append("melody")
+        return roles, len(roles) - 1
+    roles[-1] = "melody"
+    return roles, len(roles) - 1
+
+
+def _make_instrumental(sections: list[Section], melody: int) -> None:
+    """No lead or backing singing; the melody part plays exactly where the lead would have sung, in place."""
+    for sec in sections:
+        sec.others[melody] = sec.lead
+        sec.lead = sec.backing = False
+
+
+def make_arrangement(rng: np.random.Generator, seconds: float, instrumental: bool = False) -> Arrangement:
+    """Draw a whole song (plan and note parts) lasting at least `seconds`.
+
+    `instrumental`: a song without singing whose tune an instrument of `other` plays (a lead melody that is not
+    a voice: what a separator must leave out of its vocals stem on instrumentals)."""
     meter, pattern, style, kits, tempo, steps, step, bars, swing = _plan(rng, seconds)
     key = int(rng.integers(0, 12))
     minor = bool(rng.random() < 0.45)
@@ -483,14 +514,19 @@ def make_arrangement(rng: np.random.Generator, seconds: float) -> Arrangement:
     names = list(ROLE_WEIGHTS)
     weights = np.array([ROLE_WEIGHTS[n] for n in names])
     roles = [str(r) for r in rng.choice(names, size=n_roles, replace=False, p=weights / weights.sum())]
-    if not any(r in ("pad", "comp", "power") for r in roles):
+    if not any(r in HARMONIC_ROLES for r in roles):
         roles[0] = _choice(rng, ("pad", "comp"))
+    if instrumental:
+        roles, melody = _instrumental_roles(roles)
     sections = _sections(rng, bars, bar_sec, len(roles), seconds)
     if rng.random() < 0.3:  # some songs have no backing vocals at all
         for s in sections:
             s.backing = False
+    if instrumental:
+        _make_instrumental(sections, melody)
     chords = _chords(rng, key, minor, bars, bar_sec, steps)
-    arr = Arrangement(tempo, meter, steps, step, key, minor, style, bars, bars * bar_sec, sections, chords, roles)
+    arr = Arrangement(tempo, meter, steps, step, key, minor, style, bars, bars * bar_sec, sections, chords, roles,
+                      instrumental=instrumental)
 
     def humanizer() -> _Humanizer:
         return _Humanizer(rng, step, swing, float(rng.uniform(0.002, 0.008)), float(rng.uniform(0.7, 1.5)))

@@ -60,6 +60,8 @@ FORMATS = ("float", "pcm16")
 # Grid (in full-scale units) the stems are rounded to: with |x| < 8 every value and every partial sum of four
 # stems fits in float32's 24-bit mantissa (float), or in int16 without overflow after peak limiting (pcm16).
 GRID_BITS = {"float": 20, "pcm16": 15}
+INSTRUMENTAL_STREAM = 7  # third seed word of the per-song draw that makes a song instrumental
+INSTRUMENTAL_LEAD_DB = (2.0, 7.0)  # the tune's instrument above the other parts (they sit +-4 dB of each other)
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,9 @@ class SynthSettings:
     harmonies: bool = True  # lead sometimes harmonised in the loud sections (pitch-shifted copies)
     lufs_min: float = -14.0  # mastering loudness range, integrated LUFS (commercial songs: about -14 to -7)
     lufs_max: float = -8.0
+    # share of songs without singing (drawn per song): an instrument of `other` plays the tune where the voice
+    # would sing and the vocals stem is silent, so a model learns that a lead melody is not a voice
+    instrumental: float = 0.0
 
     def check(self) -> None:
         """Raise DatasetError on an impossible value."""
@@ -91,11 +96,20 @@ class SynthSettings:
         if not -30.0 <= self.lufs_min <= self.lufs_max <= -3.0:
             raise DatasetError(f"synth settings lufs_min={self.lufs_min}, lufs_max={self.lufs_max}: "
                                "need -30 <= lufs_min <= lufs_max <= -3.")
+        if not 0.0 <= self.instrumental <= 1.0:
+            raise DatasetError(f"synth setting instrumental={self.instrumental}: a share of songs, 0 to 1.")
 
     def production_dict(self) -> dict:
         """The settings that shape the sound (stored in each song's synth.json, compared on resume)."""
-        keep = ("production", "drums", "voice_air", "doubling", "harmonies", "lufs_min", "lufs_max")
+        keep = ("production", "drums", "voice_air", "doubling", "harmonies", "lufs_min", "lufs_max", "instrumental")
         return {k: getattr(self, k) for k in keep}
+
+    def is_instrumental(self, index: int) -> bool:
+        """Whether song `index` has no singing: drawn from its own stream, so a share of 0 leaves every other
+        draw (and so every song of an older dataset) exactly as it was."""
+        if self.instrumental <= 0.0:
+            return False
+        return bool(np.random.default_rng([self.seed, index, INSTRUMENTAL_STREAM]).random() < self.instrumental)
 
 
 SETTING_NAMES = tuple(f.name for f in dataclasses.fields(SynthSettings))
@@ -431,7 +445,7 @@ def render_song(index: int, settings: SynthSettings, clips: list[Path] | None = 
     n_samples = int(round(settings.seconds * SAMPLERATE))
     if clips is None:
         clips = vocal_clips(settings.vocals_dir, settings.subset)
-    arr = make_arrangement(rng, settings.seconds)
+    arr = make_arrangement(rng, settings.seconds, instrumental=settings.is_instrumental(index))
     fonts = soundfonts(settings.soundfont)
     soundfont = fonts[int(rng.integers(len(fonts)))] if len(fonts) > 1 else fonts[0]
     kit = _pick_kit(rng, settings.drums)
@@ -461,7 +475,7 @@ def render_song(index: int, settings: SynthSettings, clips: list[Path] | None = 
     meta = {
         "generator": "stemgui.data.synth", "version": GENERATOR_VERSION, "seed": [settings.seed, index],
         "subset": settings.subset, "seconds": settings.seconds, "samplerate": SAMPLERATE, "format": settings.fmt,
-        "settings": settings.production_dict(), "render": render,
+        "instrumental": arr.instrumental, "settings": settings.production_dict(), "render": render,
         "arrangement": arr.describe(), "mix": mix_info, "vocal_phrases": phrases,
     }
     return stack, meta
@@ -512,7 +526,10 @@ def _mix_plain(rng, arr, parts, clips, n_samples, air) -> tuple[np.ndarray, dict
         rt60 = float(rng.uniform(0.3, 2.5))
         stems[name] = _space(parts[name], rng, width, wet, rt60)
         mix_info[name] = {"width": round(width, 3), "reverb_wet": round(wet, 3), "rt60": round(rt60, 3)}
-    stems["vocals"], phrases = _vocals(rng, arr, clips, n_samples, parts["backing"], air)
+    if arr.instrumental:
+        stems["vocals"], phrases = np.zeros((2, n_samples)), []
+    else:
+        stems["vocals"], phrases = _vocals(rng, arr, clips, n_samples, parts["backing"], air)
     _levels(rng, stems, mix_info)
     if air == "lowpass":
         from stemgui.data.production import lowpass_8k
@@ -586,13 +603,17 @@ def _produce(rng, arr, parts, kit, clips, n_samples, settings: SynthSettings, ai
         kind = _other_kind(programs[ch], arr.roles[i] if i < len(arr.roles) else "comp")
         y, info = _track(rng, parts[f"other:{ch}"], kind, beat)
         level = active_rms(y)
-        if level > 0:  # instruments balanced against each other, +-4 dB
-            y *= 10 ** (float(rng.uniform(-4, 4)) / 20) / level
+        tune = arr.instrumental and i < len(arr.roles) and arr.roles[i] == "melody"
+        if level > 0:  # instruments balanced against each other, +-4 dB; an instrumental's tune above them
+            y *= 10 ** (float(rng.uniform(*INSTRUMENTAL_LEAD_DB) if tune else rng.uniform(-4, 4)) / 20) / level
         other += y
-        mix_info["other"][f"ch{ch}"] = {"kind": kind, **info}
+        mix_info["other"][f"ch{ch}"] = {"kind": kind, **info, **({"tune": True} if tune else {})}
     stems["other"] = other
-    stems["vocals"], phrases, mix_info["vocals"] = _produced_vocals(rng, arr, clips, n_samples, parts["backing"],
-                                                                    settings, air, beat)
+    if arr.instrumental:
+        stems["vocals"], phrases, mix_info["vocals"] = np.zeros((2, n_samples)), [], {"instrumental": True}
+    else:
+        stems["vocals"], phrases, mix_info["vocals"] = _produced_vocals(rng, arr, clips, n_samples,
+                                                                        parts["backing"], settings, air, beat)
     _levels(rng, stems, mix_info)
     # drum-bus limiter: recorded kits have 25 dB+ crest factors that no mastered song keeps
     crest = float(rng.uniform(12.0, 18.0))
@@ -756,7 +777,16 @@ def _is_done(folder: Path, settings: SynthSettings, index: int) -> bool:
     files = all((folder / f"{n}.{settings.ext}").is_file() for n in (*SOURCES, "mixture"))
     return files and meta.get("seed") == [settings.seed, index] and meta.get("seconds") == settings.seconds \
         and meta.get("format") == settings.fmt and meta.get("version") == GENERATOR_VERSION \
-        and meta.get("subset") == settings.subset and meta.get("settings") == settings.production_dict()
+        and meta.get("subset") == settings.subset and _stored_settings(meta) == settings.production_dict()
+
+
+def _stored_settings(meta: dict) -> dict | None:
+    """A song's stored generator settings with the ones added since it was made at their defaults (an older
+    dataset was made with those, so resuming it does not re-render every song)."""
+    stored = meta.get("settings")
+    if not isinstance(stored, dict):
+        return None
+    return {"instrumental": SynthSettings.instrumental, **stored}
 
 
 def read_song_meta(folder: str | os.PathLike) -> dict:
@@ -778,6 +808,8 @@ def read_song_meta(folder: str | os.PathLike) -> dict:
         meta.setdefault("settings", old.production_dict())
         meta.setdefault("render", {"soundfont": "FluidR3_GM.sf2", "drums": "soundfont", "voice_air": "exciter"})
     meta.setdefault("vocal_phrases", [])
+    meta.setdefault("instrumental", False)
+    meta["settings"] = _stored_settings(meta) or {}
     return meta
 
 
