@@ -5,7 +5,8 @@ Each arm renders its own training set with `stemgui synth-dataset` settings A or
 song seeds, lengths, singers), trains the same generator for the same steps from the same seed, and is then
 judged on the same two things: the real-voice check (MIR-1K's held-out singers, GNSDR of vocals and
 accompaniment; stemgui.eval.real_voice) and one synthetic test set rendered once with the current default
-settings (uSDR per stem, mean over songs). The table goes to OUT/ab.md and OUT/ab.json. Rerunning reuses the
+settings (uSDR per stem, mean over songs); with --instrumental-songs N also N instrumentals (no singing, the tune on
+an instrument), where whatever the vocals stem holds is a false voice (its level against the mix, dB). The table goes to OUT/ab.md and OUT/ab.json. Rerunning reuses the
 rendered songs and finished models (delete OUT/<arm> to redo an arm).
 
     .venv/bin/python scripts/data_ab.py --out /work/runs/ab-air \\
@@ -107,8 +108,23 @@ def yaml_value(text: str):
     return yaml.safe_load(text)
 
 
-def judge(model: Path, test_set: Path, args: argparse.Namespace) -> dict:
-    """Real-voice GNSDR and the synthetic test set's mean uSDR per stem."""
+def vocals_on_instrumentals(separator, songs: Path) -> float:
+    """Mean over the instrumental songs of the vocals estimate's level against the mixture (dB; a silent vocals
+    stem would be -inf, so each song's level is floored at -80 dB): the melody a model mistakes for a voice."""
+    from stemgui.data.layout import find_tracks, read_mixture
+
+    levels = []
+    for track in find_tracks(songs, "test"):
+        mix, _ = read_mixture(track)
+        vocals = np.asarray(separator.separate(mix))[separator.sources.index("vocals"), ..., : mix.shape[-1]]
+        ratio = float(np.mean(np.square(vocals, dtype=np.float64)) / max(np.mean(np.square(mix, dtype=np.float64)), 1e-20))
+        levels.append(max(-80.0, 10 * np.log10(max(ratio, 1e-20))))
+    return round(float(np.mean(levels)), 2)
+
+
+def judge(model: Path, test_set: Path, args: argparse.Namespace, instrumentals: Path | None = None) -> dict:
+    """Real-voice GNSDR, the synthetic test set's mean uSDR per stem and, given `instrumentals`, the vocals
+    stem's level on songs without singing."""
     from stemgui.data.layout import find_tracks, read_mixture, read_stems
     from stemgui.eval import real_voice
     from stemgui.eval.metrics import usdr
@@ -124,23 +140,30 @@ def judge(model: Path, test_set: Path, args: argparse.Namespace) -> dict:
         order = [separator.sources.index(s) for s in SOURCES]
         per_song.append(usdr(stems, est[order]))
     synthetic = {name: round(float(np.mean([s[i] for s in per_song])), 3) for i, name in enumerate(SOURCES)}
-    return {"real_voice": rv.summary(), "synthetic_usdr": synthetic, "synthetic_songs": len(per_song)}
+    out = {"real_voice": rv.summary(), "synthetic_usdr": synthetic, "synthetic_songs": len(per_song)}
+    if instrumentals is not None:
+        out["vocals_on_instrumentals_db"] = vocals_on_instrumentals(separator, instrumentals)
+    return out
 
 
 def table(arms: dict[str, dict]) -> str:
+    leak = all(arm["scores"].get("vocals_on_instrumentals_db") is not None for arm in arms.values())
     head = ("| arm | settings | real-voice vocals GNSDR | real-voice accomp. GNSDR | "
-            + " | ".join(f"synthetic {s} uSDR" for s in SOURCES) + " |")
-    lines = [head, "|---|---|" + "---:|" * (2 + len(SOURCES))]
+            + " | ".join(f"synthetic {s} uSDR" for s in SOURCES) + " |"
+            + (" vocals on instrumentals (dB, lower is better) |" if leak else ""))
+    lines = [head, "|---|---|" + "---:|" * (2 + len(SOURCES) + leak)]
+
+    def row(scores: dict) -> list[float]:
+        g, syn = scores["real_voice"]["gnsdr"], scores["synthetic_usdr"]
+        values = [g["vocals"], g["accompaniment"], *(syn[s] for s in SOURCES)]
+        return values + ([scores["vocals_on_instrumentals_db"]] if leak else [])
+
     for name, arm in arms.items():
-        g, syn = arm["scores"]["real_voice"]["gnsdr"], arm["scores"]["synthetic_usdr"]
         settings = ", ".join(f"{k}={v}" for k, v in arm["settings"].items()) or "defaults"
-        lines.append(f"| {name} | {settings} | {g['vocals']:.2f} | {g['accompaniment']:.2f} | "
-                     + " | ".join(f"{syn[s]:.2f}" for s in SOURCES) + " |")
+        lines.append(f"| {name} | {settings} | " + " | ".join(f"{v:.2f}" for v in row(arm["scores"])) + " |")
     if {"A", "B"} <= set(arms):
-        ga, gb = arms["A"]["scores"]["real_voice"]["gnsdr"], arms["B"]["scores"]["real_voice"]["gnsdr"]
-        sa, sb = arms["A"]["scores"]["synthetic_usdr"], arms["B"]["scores"]["synthetic_usdr"]
-        lines.append(f"| B - A | | {gb['vocals'] - ga['vocals']:+.2f} | {gb['accompaniment'] - ga['accompaniment']:+.2f} | "
-                     + " | ".join(f"{sb[s] - sa[s]:+.2f}" for s in SOURCES) + " |")
+        diff = [b - a for a, b in zip(row(arms["A"]["scores"]), row(arms["B"]["scores"]))]
+        lines.append("| B - A | | " + " | ".join(f"{v:+.2f}" for v in diff) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -151,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--b", required=True, help="arm B settings: key=value,... or a YAML/JSON file")
     p.add_argument("--songs", type=int, default=40, help="training songs per arm (default 40)")
     p.add_argument("--test-songs", type=int, default=8, help="synthetic test songs, shared (default 8)")
+    p.add_argument("--instrumental-songs", type=int, default=0,
+                   help="also judge the vocals stem on this many instrumentals (no singing), shared (default 0)")
     p.add_argument("--seconds", type=float, default=30.0, help="song length (default 30)")
     p.add_argument("--steps", type=int, default=1000, help="training steps per arm (default 1000)")
     p.add_argument("--batch", type=int, default=4)
@@ -180,6 +205,8 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         out: Path = args.out
         test_set = render(out / "test-set", args.test_songs, args.seconds, 1000, "test", {}, args.jobs)
+        instrumentals = (render(out / "instrumental-set", args.instrumental_songs, args.seconds, 1001, "test",
+                                {"instrumental": 1.0}, args.jobs) if args.instrumental_songs else None)
         arms: dict[str, dict] = {}
         rendered: dict[str, Path] = {}  # arms with the same generator settings share one training set
         for name, spec in (("A", args.a), ("B", args.b)):
@@ -190,20 +217,24 @@ def main(argv: list[str] | None = None) -> int:
                                        values, args.jobs)
             model = train_arm(rendered[key], out / name / "model.safetensors", args, train_values)
             arms[name] = {"settings": {**values, **{TRAIN_PREFIX + k: v for k, v in train_values.items()}},
-                          "model": str(model), "scores": judge(model, test_set, args)}
+                          "model": str(model), "scores": judge(model, test_set, args, instrumentals)}
             print(f"data_ab: arm {name} done ({time.perf_counter() - started:.0f} s)", file=sys.stderr)
     except StemGUIError as exc:
         print(f"data_ab: {exc}", file=sys.stderr)
         return 1
     setup = {"base_model": str(args.base_model) if args.base_model else None}
-    setup |= {k: getattr(args, k) for k in ("songs", "test_songs", "seconds", "steps", "batch", "segment", "lr",
-                                           "preset", "ema", "channels", "depth", "nfft", "seed", "data_seed")}
+    setup |= {k: getattr(args, k) for k in ("songs", "test_songs", "instrumental_songs", "seconds", "steps", "batch",
+                                           "segment", "lr", "preset", "ema", "channels", "depth", "nfft", "seed",
+                                           "data_seed")}
     report = {"setup": setup, "arms": arms, "wall_s": round(time.perf_counter() - started, 1)}
     atomic_write_text(out / "ab.json", json.dumps(report, indent=1))
-    md = table(arms) + ("\nPaired: same song seeds, training seed, steps and model; only the generator or training "
-                        "settings differ. Real voice: MIR-1K held-out singers, GNSDR (dB). Synthetic: uSDR (dB), mean over "
-                        f"{arms['A']['scores']['synthetic_songs']} test songs rendered with the default settings.\n"
-                        f"Setup: {json.dumps(setup)}\n")
+    notes = ["Paired: same song seeds, training seed, steps and model; only the generator or training settings "
+             "differ. Real voice: MIR-1K held-out singers, GNSDR (dB). Synthetic: uSDR (dB), mean over "
+             f"{arms['A']['scores']['synthetic_songs']} test songs rendered with the default settings."]
+    if args.instrumental_songs:
+        notes.append(f"Vocals on instrumentals: the vocals estimate's level against the mix on {args.instrumental_songs} "
+                     "songs without singing (-80 dB floor), mean over songs.")
+    md = table(arms) + "\n" + "\n".join(notes) + f"\nSetup: {json.dumps(setup)}\n"
     atomic_write_text(out / "ab.md", md)
     print(md, end="")
     return 0

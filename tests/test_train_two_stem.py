@@ -118,3 +118,37 @@ def test_an_ab_arm_can_change_the_training_config(tmp_path):
     assert train == {"data.two_stem_every": "2", "data.two_stem_dataset": "/x/mir"}
     assert data_ab.arm_settings("") == ({}, {})
     assert data_ab.yaml_value("2") == 2 and data_ab.yaml_value("/x/mir") == "/x/mir"
+
+
+def test_an_ab_judges_the_vocals_stem_on_instrumentals(tmp_path):
+    """scripts/data_ab.py --instrumental-songs: the vocals estimate's level against the mix, and its column."""
+    data_ab = load_script("scripts/data_ab.py")
+    root = make_musdb(tmp_path / "inst", tracks=2, seconds=1.0, subset="test")
+
+    class Fixed:
+        """A 'separator' whose vocals are the mixture at a fixed gain (or silence)."""
+
+        sources = ["drums", "bass", "other", "vocals"]
+
+        def __init__(self, gain: float) -> None:
+            self.gain = gain
+
+        def separate(self, mix):
+            out = np.zeros((4, *mix.shape), dtype=np.float32)
+            out[3] = self.gain * mix
+            return out
+
+    assert data_ab.vocals_on_instrumentals(Fixed(0.1), root) == pytest.approx(-20.0, abs=0.01)
+    assert data_ab.vocals_on_instrumentals(Fixed(0.0), root) == -80.0
+
+    def scores(vocals_db: float) -> dict:
+        return {"real_voice": {"gnsdr": {"vocals": 4.0, "accompaniment": 5.0}},
+                "synthetic_usdr": dict.fromkeys(["drums", "bass", "other", "vocals"], 2.0),
+                "vocals_on_instrumentals_db": vocals_db}
+
+    md = data_ab.table({"A": {"settings": {}, "scores": scores(-17.5)},
+                        "B": {"settings": {"instrumental": 0.2}, "scores": scores(-24.0)}})
+    assert "vocals on instrumentals" in md.splitlines()[0]
+    assert md.splitlines()[-1].endswith("| -6.50 |")
+    plain = {k: v for k, v in scores(0).items() if k != "vocals_on_instrumentals_db"}
+    assert "instrumentals" not in data_ab.table({"A": {"settings": {}, "scores": plain}})
