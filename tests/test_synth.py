@@ -211,3 +211,26 @@ def test_parallel_jobs_give_the_same_songs(tmp_path):
     for a, b in zip(one, two):
         for name in (*SOURCES, "mixture"):
             assert _md5(a / f"{name}.wav") == _md5(b / f"{name}.wav")
+
+
+def test_a_half_written_song_is_no_track_and_a_new_run_clears_it(tmp_path, monkeypatch):
+    """A run killed while writing leaves `.synth-*.tmp` (write_song's temp folder): loaders skip it, and the
+    next synth_dataset into the same folder deletes it before resuming."""
+    from stemgui.data.layout import find_tracks
+
+    from helpers import make_musdb
+
+    root = make_musdb(tmp_path / "data", tracks=2, seconds=1.0)
+    partial = root / "train" / ".synth-0-0002.abc123.tmp"
+    partial.mkdir()
+    sf.write(partial / "drums.wav", np.zeros((441, 2), dtype=np.float32), 44100)  # killed after one stem
+    assert [p.name for p in find_tracks(root, "train")] == ["track00", "track01"]
+    from stemgui.train.config import Config
+    from stemgui.train.data import discover_tracks
+
+    cfg = Config()
+    cfg.data.dataset = str(root)
+    assert len(discover_tracks(root, cfg, "train")) == 2
+    synth.remove_stale_partials(root / "train")
+    assert not partial.exists() and (root / "train" / "track00").is_dir()
+    synth.remove_stale_partials(tmp_path / "missing")  # nothing to do, no error

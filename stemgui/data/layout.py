@@ -62,7 +62,9 @@ def stem_file(track_dir: Path, name: str) -> Path | None:
 
 
 def _is_track(folder: Path, sources: tuple[str, ...] | list[str]) -> bool:
-    return any(stem_file(folder, name) for name in ("mixture", *sources))
+    """A folder holding a mixture or a stem; hidden folders never are (a half-written song waits in
+    `.<name>.*.tmp` until it is renamed, and a tool's `.cache` is no song)."""
+    return not folder.name.startswith(".") and any(stem_file(folder, name) for name in ("mixture", *sources))
 
 
 def find_tracks(root: str | Path, subset: str | None = None, sources=SOURCES) -> list[Path]:

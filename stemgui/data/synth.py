@@ -842,6 +842,13 @@ def check_output_dir(out: str | os.PathLike) -> Path:
     return out
 
 
+def remove_stale_partials(folder: Path) -> None:
+    """Delete the half-written songs (`.synth-*.tmp`, see write_song) a killed run left in `folder`."""
+    for partial in folder.glob(".synth-*.tmp") if folder.is_dir() else ():
+        log.info("%s: removing a half-written song from an interrupted run", partial)
+        shutil.rmtree(partial, ignore_errors=True)
+
+
 def synth_dataset(out: str | os.PathLike, songs: int, settings: SynthSettings, jobs: int = 1,
                   overwrite: bool = False, progress: bool = True,
                   on_song: Callable[[int, Path], None] | None = None) -> list[Path]:
@@ -859,6 +866,7 @@ def synth_dataset(out: str | os.PathLike, songs: int, settings: SynthSettings, j
     soundfonts(settings.soundfont)
     clips = vocal_clips(settings.vocals_dir, "test" if settings.subset == "test" else "train")
     out = check_output_dir(out)  # created only once everything needed to render is there
+    remove_stale_partials(out / settings.subset)
     from tqdm import tqdm
 
     folders: dict[int, Path] = {}

@@ -141,7 +141,7 @@ def _folder_tracks(base: Path, sources: list[str], stem_map: dict[str, str]) -> 
     missing = [s for s in sources if s not in stem_map]
     if missing:
         raise DatasetError(f"{base}: data.stem_map has no file name for source(s) {', '.join(missing)}")
-    folders = sorted(p for p in base.iterdir() if p.is_dir())
+    folders = sorted(p for p in base.iterdir() if p.is_dir() and not p.name.startswith("."))
     if any((base / stem_map[s]).is_file() for s in sources):
         folders = [base]
     tracks = []
