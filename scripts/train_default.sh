@@ -23,8 +23,8 @@
 #   TWO_STEM_EVERY=2 BASE_MODEL=resources/models/default.safetensors FT_LR=5e-4 \
 #   scripts/train_default.sh --set train.minutes=76 --set data.real_voice=true --no-progress
 # (synth3: `stemgui synth-dataset /work/runs/synth3 --songs 200 --seconds 20 --seed 2000 --jobs 2`).
-# The third version, bundled now, is that one trained on with the same recipe and a fresh cosine (card: lineage in
-# training.finetune.base_training):
+# The third version was that one trained on with the same recipe and a fresh cosine, and the fourth, bundled now,
+# the third trained on again the same way (SEED=45, train.minutes=62; card: lineage in training.finetune.base_training):
 #   DATASET=/work/runs/synth3 RUN_DIR=/work/runs/default3/run OUT=/work/runs/default3/default.safetensors \
 #   D_WARMUP=200 RMS_WARMUP=0 LR_DECAY=cosine DECAY_START=100 LR_MIN_RATIO=0.1 VALID_EVERY=750 SEED=44 \
 #   TWO_STEM_EVERY=2 BASE_MODEL=resources/models/default.safetensors FT_LR=5e-4 \
