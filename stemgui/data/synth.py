@@ -600,10 +600,11 @@ def _produce(rng, arr, parts, kit, clips, n_samples, settings: SynthSettings, ai
     for i, ch in enumerate(OTHER_CHS):
         if ch not in programs:
             continue
-        kind = _other_kind(programs[ch], arr.roles[i] if i < len(arr.roles) else "comp")
+        role = arr.roles[i] if i < len(arr.roles) else "comp"
+        kind = _other_kind(programs[ch], role)
         y, info = _track(rng, parts[f"other:{ch}"], kind, beat)
         level = active_rms(y)
-        tune = arr.instrumental and i < len(arr.roles) and arr.roles[i] == "melody"
+        tune = arr.instrumental and role == "melody"
         if level > 0:  # instruments balanced against each other, +-4 dB; an instrumental's tune above them
             y *= 10 ** (float(rng.uniform(*INSTRUMENTAL_LEAD_DB) if tune else rng.uniform(-4, 4)) / 20) / level
         other += y
@@ -786,7 +787,7 @@ def _stored_settings(meta: dict) -> dict | None:
     stored = meta.get("settings")
     if not isinstance(stored, dict):
         return None
-    return {"instrumental": SynthSettings.instrumental, **stored}
+    return {**SynthSettings().production_dict(), **stored}
 
 
 def read_song_meta(folder: str | os.PathLike) -> dict:
