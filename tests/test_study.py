@@ -156,6 +156,24 @@ def test_two_run_study_killed_resumed_scored_and_reported(dataset, tmp_path):
     header = (out / "comparisons.csv").read_text(encoding="utf-8").splitlines()[0]
     assert header.startswith("level,system,baseline,metric,source,mean_diff_db,ci_low_db,ci_high_db")
 
+    # the report's own settings may change on resume (an extra pair here); what is trained may not
+    study_file = tmp_path / "tiny.toml"
+    edited = study_file.read_text(encoding="utf-8").replace("bootstrap_seed = 3",
+                                                            'bootstrap_seed = 3\ncompare = [["l1", "l1+stft"]]')
+    study_file.write_text(edited, encoding="utf-8")
+    again = subprocess.run([*cmd, "--resume"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert first_done.stat().st_mtime_ns == first_stamp
+    assert 'compare = [["l1", "l1+stft"]]' in (out / "study.toml").read_text(encoding="utf-8")
+    summary = json.loads((out / "study.json").read_text(encoding="utf-8"))
+    reverse = next(c for c in summary["comparisons"] if c["system"] == "l1" and c["baseline"] == "l1+stft"
+                   and c["metric"] == "SDR" and c["source"] == "overall")
+    assert reverse["mean"] == pytest.approx(-np.mean(diffs), abs=1e-9)
+    assert "- `l1` against `l1+stft`: SDR (mean over sources)" in (out / "REPORT.md").read_text(encoding="utf-8")
+    study_file.write_text(edited.replace("steps = 8", "steps = 9"), encoding="utf-8")
+    refused = subprocess.run([*cmd, "--resume"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert refused.returncode != 0 and "differs from the study file" in refused.stderr
+
     # the app's picker lists the registry: both runs are there, labelled with their study
     from stemgui.models.registry import list_models, resolve_model
 
@@ -203,6 +221,8 @@ def test_paired_bootstrap_matches_hand_computed_intervals():
     (('"loss.preset" = ["l1", "l1+stft"]', '"train.steps" = [1, 2]'), "'train.steps'"),
     (('baseline = "l1"', 'baseline = "l2"'), "'l2'"),
     (('[grid]', '[gird]'), "[gird]"),
+    (('seeds = [0]', 'seeds = [0]\ncompare = [["l1+stft", "l3"]]'), "'l3'"),
+    (('seeds = [0]', 'seeds = [0]\ncompare = ["l1+stft"]'), "study.compare"),
 ])
 def test_a_bad_key_is_one_line_naming_the_file_and_the_key(dataset, tmp_path, capsys, edit, key):
     from stemgui.cli import main

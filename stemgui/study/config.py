@@ -44,8 +44,10 @@ from stemgui.train.config import Config
 STUDY_KEYS: dict[str, type | tuple[type, ...]] = {
     "name": str, "description": str, "budget": str, "baseline": str, "seeds": list, "seed_policy": str,
     "heldout": str, "heldout_tracks": int, "frames": str, "bootstrap": int, "bootstrap_seed": int,
-    "device": str, "shifts": int,
+    "device": str, "shifts": int, "compare": list,
 }
+REPORT_ONLY_KEYS = ("description", "budget", "compare")
+"""[study] keys that change only what the report says, not what is trained or scored: a resumed study may edit them."""
 SYNTH_KEYS: dict[str, type | tuple[type, ...]] = {
     "train_songs": int, "test_songs": int, "seconds": (int, float), "seed": int, "jobs": int,
 }
@@ -103,6 +105,9 @@ class StudyPlan:
     axes: list[tuple[str, list[Any]]]
     cells: list[str]
     runs: list[RunSpec] = field(default_factory=list)
+    compare: list[tuple[str, str]] = field(default_factory=list)
+    """Pairs of cells (system, reference) compared besides every cell against the baseline: a chain of additions
+    (l1 -> l1+stft -> l1+stft+gan) asks what each step adds, not only what all of them add together."""
 
     @property
     def budget_kind(self) -> str:
@@ -225,13 +230,14 @@ def plan_from_dict(doc: dict[str, Any], path: Path) -> StudyPlan:
     baseline = study.get("baseline", cells[0])
     if baseline not in cells:
         raise ConfigError(f"{path}: study.baseline '{baseline}' is not one of the cells ({', '.join(cells)})")
+    compare = _pairs(study.get("compare", []), cells, baseline, path)
     return StudyPlan(
         path=path, name=_safe(study.get("name", path.stem)), description=study.get("description", ""),
         budget_note=study.get("budget", ""), baseline=baseline, seeds=list(seeds), seed_policy=policy,
         heldout=study.get("heldout", "test"), heldout_tracks=int(study.get("heldout_tracks", 0)), frames=frames,
         bootstrap=int(bootstrap), bootstrap_seed=int(study.get("bootstrap_seed", 0)),
         device=study.get("device", "cpu"), shifts=int(study.get("shifts", 0)), synth=synth, mir1k=mir1k,
-        base=base, axes=axes, cells=cells, runs=runs,
+        base=base, axes=axes, cells=cells, runs=runs, compare=compare,
     )
 
 
@@ -256,6 +262,26 @@ def _check_keys(table: dict[str, Any], known: dict[str, type | tuple[type, ...]]
 def _choice(value: str, choices: tuple[str, ...], key: str, path: Path) -> None:
     if value not in choices:
         raise ConfigError(f"{path}: {key} must be one of {', '.join(choices)}, not '{value}'")
+
+
+def _pairs(items: list[Any], cells: list[str], baseline: str, path: Path) -> list[tuple[str, str]]:
+    """study.compare: a list of [system, reference] cell pairs, each two different cells, the baseline pairs
+    excluded (those are compared anyway)."""
+    pairs: list[tuple[str, str]] = []
+    for item in items:
+        if not (isinstance(item, list) and len(item) == 2 and all(isinstance(c, str) for c in item)):
+            raise ConfigError(f"{path}: study.compare must list [system, reference] pairs of cell names, not {item!r}")
+        for cell in item:
+            if cell not in cells:
+                raise ConfigError(f"{path}: study.compare names '{cell}', which is not one of the cells "
+                                  f"({', '.join(cells)})")
+        system, reference = item
+        if system == reference:
+            raise ConfigError(f"{path}: study.compare pairs '{system}' with itself")
+        if reference == baseline or (system, reference) in pairs:
+            continue
+        pairs.append((system, reference))
+    return pairs
 
 
 def _axes(grid: Any, path: Path, shared: tuple[str, ...] = SHARED_KEYS) -> list[tuple[str, list[Any]]]:

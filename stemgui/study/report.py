@@ -27,8 +27,10 @@ from stemgui.study.runner import FAILED, read_done, run_folder
 from stemgui.study.stats import NO_DIFFERENCE, Interval, db, describe, paired_bootstrap
 
 TABLE_COLUMNS = ("SDR", "SIR", "SAR", "ISR", "uSDR", "SI-SDR")
-COMPARED = ("SDR", "uSDR")
-"""Metrics whose differences to the baseline get a bootstrap interval (museval's SDR and the MDX uSDR)."""
+COMPARED = ("SDR", "uSDR", "SIR", "SAR")
+"""Metrics whose differences to the baseline get a bootstrap interval: museval's SDR and the MDX uSDR (quality),
+SIR (leakage of the other sources) and SAR (artifacts): a claim such as "the GAN leaves less contamination" is
+about the last two, not SDR."""
 OVERALL = "overall"
 SILENT_USDR_DB = 0.25
 """A run whose uSDR (mean over sources and songs) is within this of 0 dB scores like a silent output (uSDR of
@@ -59,8 +61,9 @@ def cell_values(per_run: list[dict[str, list[float]]]) -> dict[str, list[float]]
 
 
 def comparisons(plan: StudyPlan, results: dict[str, list[TrackScores]], sources: list[str]) -> list[dict[str, Any]]:
-    """Every cell against the baseline cell (seed means per song) and every run against the baseline run of the
-    same seed (or, without one, the baseline cell), for each compared metric and source."""
+    """Every cell against the baseline cell (seed means per song), the study's extra cell pairs (study.compare),
+    and every run against the baseline run of the same seed (or, without one, the baseline cell), for each
+    compared metric and source."""
     runs = [r for r in plan.runs if r.name in results]
     base_runs = [r for r in runs if r.cell == plan.baseline]
     out: list[dict[str, Any]] = []
@@ -77,6 +80,14 @@ def comparisons(plan: StudyPlan, results: dict[str, list[TrackScores]], sources:
             for key in [OVERALL, *sources]:
                 ci = paired_bootstrap(values[key], base_cell[key], resamples=plan.bootstrap, seed=plan.bootstrap_seed)
                 out.append({"level": "cell", "system": cell, "baseline": plan.baseline, "metric": metric,
+                            "source": key, **ci.to_dict()})
+        for cell, reference in plan.compare:
+            if cell not in cells or reference not in cells:
+                continue
+            for key in [OVERALL, *sources]:
+                ci = paired_bootstrap(cells[cell][key], cells[reference][key], resamples=plan.bootstrap,
+                                      seed=plan.bootstrap_seed)
+                out.append({"level": "cell", "system": cell, "baseline": reference, "metric": metric,
                             "source": key, **ci.to_dict()})
         if len(plan.seeds) > 1:
             by_seed = {r.seed: r.name for r in base_runs}
@@ -323,22 +334,22 @@ def _markdown(plan, folder, tracks, sources, rows, comps, done, failed, kinds, f
     cell_comps = [c for c in comps if c["level"] == "cell"]
     if not cell_comps:
         lines.append("There is only one cell (or the baseline did not finish): no comparison to report.")
-    for cell in plan.cells:
-        if cell == plan.baseline:
-            continue
-        overall = [c for c in cell_comps if c["system"] == cell and c["source"] == OVERALL]
-        for c in overall:
+    pairs = [(cell, plan.baseline) for cell in plan.cells if cell != plan.baseline] + list(plan.compare)
+    for cell, reference in pairs:
+        mine = [c for c in cell_comps if c["system"] == cell and c["baseline"] == reference]
+        label = f"`{cell}`" if reference == plan.baseline else f"`{cell}` against `{reference}`"
+        for c in (c for c in mine if c["source"] == OVERALL):
             interval = Interval(c["mean"], c["low"], c["high"], c["songs"])
-            lines.append(f"- `{cell}`: " + describe(interval, f"{c['metric']} (mean over sources)",
-                                                    f"`{plan.baseline}`"))
-        per_source = [c for c in cell_comps if c["system"] == cell and c["source"] != OVERALL and c["metric"] == "SDR"]
+            lines.append(f"- {label}: " + describe(interval, f"{c['metric']} (mean over sources)", f"`{reference}`"))
+        per_source = [c for c in mine if c["source"] != OVERALL and c["metric"] == "SDR"]
         if per_source:
             bits = [f"{c['source']} {db(c['mean'])} [{db(c['low'])}, {db(c['high'])}] "
                     f"{'=' if c['verdict'] == NO_DIFFERENCE else c['verdict']}" for c in per_source]
             lines.append(f"  - SDR by source (dB, 95 % CI; `=` no difference): {'; '.join(bits)}")
     lines += [
         "",
-        "Each line is the mean over held-out songs of the per-song difference (cell minus baseline; a cell's "
+        "Each line is the mean over held-out songs of the per-song difference (cell minus baseline, or minus the "
+        "named reference cell; a cell's "
         "per-song value is the mean over its seeds) with a paired bootstrap 95 % confidence interval over songs "
         f"({plan.bootstrap} resamples, seed {plan.bootstrap_seed}). An interval that includes 0 is reported as "
         "**no difference**: with these songs and this budget the data cannot tell the two apart. The converse "
@@ -362,7 +373,7 @@ def _markdown(plan, folder, tracks, sources, rows, comps, done, failed, kinds, f
         "ideal spectrogram mask reaches; `mixture` is the score of doing nothing.",
     ]
     if comps:
-        lines += ["", "## Every difference to the baseline", "",
+        lines += ["", "## Every difference (to the baseline, and the study's extra pairs)", "",
                   "| level | system | vs | metric | source | mean (dB) | 95 % CI (dB) | songs | verdict |",
                   "|---|---|---|---|---|---:|---|---:|---|"]
         for c in comps:

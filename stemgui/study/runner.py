@@ -30,7 +30,7 @@ from typing import Any
 
 from stemgui.atomic import atomic_write_text
 from stemgui.errors import ConfigError, StemGUIError
-from stemgui.study.config import STUDY_DATA, RunSpec, StudyPlan
+from stemgui.study.config import REPORT_ONLY_KEYS, STUDY_DATA, RunSpec, StudyPlan
 from stemgui.train.config import Config
 
 log = logging.getLogger(__name__)
@@ -75,8 +75,9 @@ def open_study_folder(plan: StudyPlan, folder: Path, resume: bool) -> None:
     """Create the folder (or check that a resumed one ran this same study file) and record the plan.
 
     A resumed study must come from the same study file (compared as parsed TOML, so comments and layout do not
-    matter); the complete run configs in plan.json are the record of what ran, not the test, so a newer StemGUI
-    with more settings can still resume."""
+    matter; the [study] keys that only change the report, REPORT_ONLY_KEYS, may differ and are then recorded);
+    the complete run configs in plan.json are the record of what ran, not the test, so a newer StemGUI with more
+    settings can still resume."""
     import tomllib
 
     plan_path = folder / PLAN
@@ -89,15 +90,25 @@ def open_study_folder(plan: StudyPlan, folder: Path, resume: bool) -> None:
         except (OSError, ValueError):
             raise ConfigError(f"{folder / 'study.toml'}: cannot read the study file this study ran; delete the "
                               "folder to start over") from None
-        if earlier != tomllib.loads(plan.path.read_text(encoding="utf-8")):
+        now = tomllib.loads(plan.path.read_text(encoding="utf-8"))
+        if _what_runs(earlier) != _what_runs(now):
             raise ConfigError(f"{plan.path}: differs from the study file {folder / 'study.toml'} this study started "
                               "with; resume with that file or choose another --out folder")
+        if earlier != now:  # only what the report says changed (study.compare, description, budget)
+            log.info("%s: the report's settings changed; recording the new study file", plan.path)
+            atomic_write_text(folder / "study.toml", plan.path.read_text(encoding="utf-8"))
         return
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(plan.path, folder / "study.toml")
     runs = {run.name: {"cell": run.cell, "seed": run.seed, "settings": run.settings,
                        "config": plan.run_config(run, folder).to_dict()} for run in plan.runs}
     atomic_write_text(plan_path, json.dumps({"study": plan.name, "runs": runs}, indent=1))
+
+
+def _what_runs(doc: dict[str, Any]) -> dict[str, Any]:
+    """A parsed study file without the [study] keys that change only the report (REPORT_ONLY_KEYS)."""
+    study = {k: v for k, v in doc.get("study", {}).items() if k not in REPORT_ONLY_KEYS}
+    return {**doc, "study": study}
 
 
 def prepare_dataset(plan: StudyPlan, folder: Path) -> Path:
