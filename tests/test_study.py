@@ -185,12 +185,16 @@ def test_two_run_study_killed_resumed_scored_and_reported(dataset, tmp_path):
 
 def test_runs_that_score_like_silence_are_named_as_not_learned():
     from stemgui.eval.report import SummaryRow
-    from stemgui.study.report import silent_runs
+    from stemgui.study.report import silent_runs, silent_stems
 
     rows = [SummaryRow("a", "overall", {"uSDR": 0.1}, 8), SummaryRow("b", "overall", {"uSDR": 1.3}, 8),
             SummaryRow("c", "overall", {"uSDR": -0.2}, 8), SummaryRow("b", "vocals", {"uSDR": 0.0}, 8),
             SummaryRow("oracle-IRM", "overall", {"uSDR": 0.0}, 8)]
     assert silent_runs(rows, ["a", "b", "c", "d"]) == ["a", "c"]  # d has no scores; baselines are not runs
+    rows += [SummaryRow("b", "drums", {"uSDR": -0.1}, 8), SummaryRow("b", "bass", {"uSDR": 2.0}, 8),
+             SummaryRow("a", "drums", {"uSDR": 0.0}, 8), SummaryRow("oracle-IRM", "drums", {"uSDR": 0.0}, 8)]
+    # a run silent as a whole is named above, not again per stem
+    assert silent_stems(rows, ["a", "b", "c", "d"]) == {"b": ["vocals", "drums"]}
 
 
 def test_paired_bootstrap_matches_hand_computed_intervals():

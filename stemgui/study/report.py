@@ -263,6 +263,7 @@ def write_report(plan: StudyPlan, folder: Path, systems: list[System],
                    **{m: (v if math.isfinite(v) else None) for m, v in r.values.items()}} for r in rows],
         "comparisons": comps,
         "silent_runs": silent_runs(rows, [name for name, record in done.items() if record]),
+        "silent_stems": silent_stems(rows, [name for name, record in done.items() if record]),
         "per_song": {s: {m: song_values(results[s], m, sources) for m in COMPARED} for s in results},
         "figures": [str(p.relative_to(folder)) for p in written],
     }
@@ -275,6 +276,19 @@ def silent_runs(rows, runs: list[str]) -> list[str]:
     """The runs (of `runs`) whose overall uSDR is within SILENT_USDR_DB of a silent output's 0 dB."""
     overall = {r.system: r.values.get("uSDR", math.nan) for r in rows if r.source == OVERALL}
     return [name for name in runs if abs(overall.get(name, math.nan)) < SILENT_USDR_DB]
+
+
+def silent_stems(rows, runs: list[str]) -> dict[str, list[str]]:
+    """Per run (of `runs`, not silent as a whole), the sources whose uSDR is within SILENT_USDR_DB of 0 dB: a model
+    that has learned some stems and not yet the others, whose differences on those stems are about how far training
+    got, not about a trained model."""
+    by_run: dict[str, list[str]] = {}
+    silent = set(silent_runs(rows, runs))
+    for r in rows:
+        if r.system in runs and r.system not in silent and r.source != OVERALL \
+                and abs(r.values.get("uSDR", math.nan)) < SILENT_USDR_DB:
+            by_run.setdefault(r.system, []).append(r.source)
+    return {name: by_run[name] for name in runs if name in by_run}
 
 
 def _jsonable(value: Any) -> Any:
@@ -329,6 +343,15 @@ def _markdown(plan, folder, tracks, sources, rows, comps, done, failed, kinds, f
             f"{SILENT_USDR_DB} dB of 0 dB, the score of a silent output. Differences between such runs, however "
             "clear their intervals, say nothing about the compared settings: the budget (steps, learning rate) is "
             "too small for them. Raise the budget or the learning rate and run the study again.",
+            "",
+        ]
+    stems = silent_stems(rows, [r.name for r in finished])
+    if stems:
+        lines += [
+            f"**Stems that score like silence** (uSDR within {SILENT_USDR_DB} dB of 0 dB) in {len(stems)} of "
+            f"{len(finished)} runs: " + "; ".join(f"`{name}`: {', '.join(sources)}" for name, sources in stems.items())
+            + ". Those models had not started to separate these sources within the budget: a difference on such a "
+            "source says how far training got, not how good a trained model would be.",
             "",
         ]
     cell_comps = [c for c in comps if c["level"] == "cell"]
