@@ -45,16 +45,18 @@ def smoothed(losses: list[float], beta: float = 0.9) -> np.ndarray:
 
 
 def suggestion(rates: np.ndarray, losses: list[float], *, skip: int = 5) -> dict[str, float | None]:
-    """The smoothed loss's minimum, the rate there, the rate of the steepest fall, and the suggested rate
-    (a tenth of the rate at the minimum). `skip` first steps are ignored (the average is still settling)."""
+    """The smoothed loss's minimum, the rate there, and the suggested rate
+    (a tenth of the rate at the minimum). `skip` first steps are ignored (the average is still settling), and so
+    is everything from the first non-finite loss on."""
+    finite = np.isfinite(losses)
+    if not finite.all():  # the steps from the first NaN / inf on (a diverged step) are not part of the curve
+        losses = losses[:int(np.argmin(finite))]
     smooth = smoothed(losses)
     n = len(smooth)
     if n <= skip + 2:
-        return {"lr_at_min": None, "lr_steepest": None, "suggested_lr": None, "min_loss": None}
+        return {"lr_at_min": None, "suggested_lr": None, "min_loss": None}
     best = skip + int(np.argmin(smooth[skip:]))
-    slope = np.gradient(smooth[skip:best + 1], np.log(rates[skip:best + 1])) if best > skip + 1 else None
-    steepest = float(rates[skip + int(np.argmin(slope))]) if slope is not None else None
-    return {"lr_at_min": float(rates[best]), "lr_steepest": steepest, "suggested_lr": float(rates[best]) / 10,
+    return {"lr_at_min": float(rates[best]), "suggested_lr": float(rates[best]) / 10,
             "min_loss": float(smooth[best]), "first_loss": float(smooth[skip])}
 
 
@@ -173,14 +175,14 @@ def main(argv: list[str] | None = None) -> int:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(results, indent=1))
     plot(results, out.with_suffix(".png"))
-    print(f"{'run':<14}{'arch':<12}{'params':>10}  {'lr at min':>10}  {'steepest':>10}  {'suggested':>10}  stopped")
+    print(f"{'run':<14}{'arch':<12}{'params':>10}  {'lr at min':>10}  {'suggested':>10}  stopped")
     for name, r in results.items():
         if "losses" not in r:
             print(f"{name:<14}{'':<12}{'':>10}  {r.get('skipped', '')}")
             continue
         fmt = lambda v: f"{v:.2e}" if v else "-"  # noqa: E731
         print(f"{name:<14}{r['architecture']:<12}{r['parameters']:>10}  {fmt(r['lr_at_min']):>10}  "
-              f"{fmt(r['lr_steepest']):>10}  {fmt(r['suggested_lr']):>10}  {r['stopped'] or ''}")
+              f"{fmt(r['suggested_lr']):>10}  {r['stopped'] or ''}")
     return 0
 
 
