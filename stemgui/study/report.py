@@ -349,7 +349,7 @@ def _markdown(plan, folder, tracks, sources, rows, comps, done, failed, kinds, f
     if stems:
         lines += [
             f"**Stems that score like silence** (uSDR within {SILENT_USDR_DB} dB of 0 dB) in {len(stems)} of "
-            f"{len(finished)} runs: " + "; ".join(f"`{name}`: {', '.join(sources)}" for name, sources in stems.items())
+            f"{len(finished)} runs: " + "; ".join(f"`{name}`: {', '.join(quiet)}" for name, quiet in stems.items())
             + ". Those models had not started to separate these sources within the budget: a difference on such a "
             "source says how far training got, not how good a trained model would be.",
             "",
