@@ -109,6 +109,10 @@ class StudyPlan:
     """Pairs of cells (system, reference) compared besides every cell against the baseline: a chain of additions
     (l1 -> l1+stft -> l1+stft+gan) asks what each step adds, not only what all of them add together."""
 
+    def cell_pairs(self) -> list[tuple[str, str]]:
+        """Every compared (cell, reference) pair: each other cell against the baseline, then study.compare's."""
+        return [(cell, self.baseline) for cell in self.cells if cell != self.baseline] + list(self.compare)
+
     @property
     def budget_kind(self) -> str:
         """"cpu" (train.cpu_minutes), "wall" (train.minutes) or "steps" (train.steps)."""

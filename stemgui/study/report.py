@@ -74,14 +74,7 @@ def comparisons(plan: StudyPlan, results: dict[str, list[TrackScores]], sources:
         cells = {c: cell_values([per_run[r.name] for r in runs if r.cell == c]) for c in plan.cells
                  if any(r.cell == c for r in runs)}
         base_cell = cells[plan.baseline]
-        for cell, values in cells.items():
-            if cell == plan.baseline:
-                continue
-            for key in [OVERALL, *sources]:
-                ci = paired_bootstrap(values[key], base_cell[key], resamples=plan.bootstrap, seed=plan.bootstrap_seed)
-                out.append({"level": "cell", "system": cell, "baseline": plan.baseline, "metric": metric,
-                            "source": key, **ci.to_dict()})
-        for cell, reference in plan.compare:
+        for cell, reference in plan.cell_pairs():
             if cell not in cells or reference not in cells:
                 continue
             for key in [OVERALL, *sources]:
@@ -224,6 +217,8 @@ def write_report(plan: StudyPlan, folder: Path, systems: list[System],
     rows = summarize(results)
     comps = comparisons(plan, results, sources)
     done = {run.name: read_done(folder, run) for run in plan.runs}
+    finished = [name for name, record in done.items() if record]
+    silent, quiet_stems = silent_runs(rows, finished), silent_stems(rows, finished)
     failed = [run.name for run in plan.runs if (run_folder(folder, run) / FAILED).is_file()]
     kinds = {s.name: ("run" if s.kind == "model" else "baseline") for s in systems}
     cell_of = {r.name: r.cell for r in plan.runs}
@@ -258,17 +253,18 @@ def write_report(plan: StudyPlan, folder: Path, systems: list[System],
         "seed_policy": plan.seed_policy, "dataset": str(plan.dataset(folder)), "heldout": plan.heldout,
         "heldout_songs": [t.name for t in tracks], "sources": sources, "frames": plan.frames,
         "bootstrap": {"resamples": plan.bootstrap, "seed": plan.bootstrap_seed, "confidence": 0.95},
-        "runs": {name: record for name, record in done.items() if record}, "failed": failed,
+        "runs": {name: done[name] for name in finished}, "failed": failed,
         "table": [{"system": r.system, "source": r.source, "songs": r.tracks,
                    **{m: (v if math.isfinite(v) else None) for m, v in r.values.items()}} for r in rows],
         "comparisons": comps,
-        "silent_runs": silent_runs(rows, [name for name, record in done.items() if record]),
-        "silent_stems": silent_stems(rows, [name for name, record in done.items() if record]),
+        "silent_runs": silent,
+        "silent_stems": quiet_stems,
         "per_song": {s: {m: song_values(results[s], m, sources) for m in COMPARED} for s in results},
         "figures": [str(p.relative_to(folder)) for p in written],
     }
     atomic_write_text(folder / "study.json", json.dumps(_jsonable(summary), indent=1))
-    text = _markdown(plan, folder, tracks, sources, rows, comps, done, failed, kinds, written, figure_note)
+    text = _markdown(plan, folder, tracks, sources, rows, comps, done, failed, kinds, written, figure_note,
+                     silent, quiet_stems)
     return atomic_write_text(folder / "REPORT.md", text)
 
 
@@ -301,7 +297,8 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def _markdown(plan, folder, tracks, sources, rows, comps, done, failed, kinds, figures, figure_note) -> str:
+def _markdown(plan, folder, tracks, sources, rows, comps, done, failed, kinds, figures, figure_note, silent,
+              stems) -> str:
     differing = _differing(plan)
     finished = [r for r in plan.runs if done.get(r.name)]
     lines = [f"# Study `{plan.name}`", ""]
@@ -335,7 +332,6 @@ def _markdown(plan, folder, tracks, sources, rows, comps, done, failed, kinds, f
         "## What it showed",
         "",
     ]
-    silent = silent_runs(rows, [r.name for r in finished])
     if silent:
         lines += [
             f"**Warning: {len(silent)} of {len(finished)} runs have not learned to separate** "
@@ -345,7 +341,6 @@ def _markdown(plan, folder, tracks, sources, rows, comps, done, failed, kinds, f
             "too small for them. Raise the budget or the learning rate and run the study again.",
             "",
         ]
-    stems = silent_stems(rows, [r.name for r in finished])
     if stems:
         lines += [
             f"**Stems that score like silence** (uSDR within {SILENT_USDR_DB} dB of 0 dB) in {len(stems)} of "
@@ -357,8 +352,7 @@ def _markdown(plan, folder, tracks, sources, rows, comps, done, failed, kinds, f
     cell_comps = [c for c in comps if c["level"] == "cell"]
     if not cell_comps:
         lines.append("There is only one cell (or the baseline did not finish): no comparison to report.")
-    pairs = [(cell, plan.baseline) for cell in plan.cells if cell != plan.baseline] + list(plan.compare)
-    for cell, reference in pairs:
+    for cell, reference in plan.cell_pairs():
         mine = [c for c in cell_comps if c["system"] == cell and c["baseline"] == reference]
         label = f"`{cell}`" if reference == plan.baseline else f"`{cell}` against `{reference}`"
         for c in (c for c in mine if c["source"] == OVERALL):

@@ -90,13 +90,14 @@ def open_study_folder(plan: StudyPlan, folder: Path, resume: bool) -> None:
         except (OSError, ValueError):
             raise ConfigError(f"{folder / 'study.toml'}: cannot read the study file this study ran; delete the "
                               "folder to start over") from None
-        now = tomllib.loads(plan.path.read_text(encoding="utf-8"))
+        text = plan.path.read_text(encoding="utf-8")
+        now = tomllib.loads(text)
         if _what_runs(earlier) != _what_runs(now):
             raise ConfigError(f"{plan.path}: differs from the study file {folder / 'study.toml'} this study started "
                               "with; resume with that file or choose another --out folder")
         if earlier != now:  # only what the report says changed (study.compare, description, budget)
             log.info("%s: the report's settings changed; recording the new study file", plan.path)
-            atomic_write_text(folder / "study.toml", plan.path.read_text(encoding="utf-8"))
+            atomic_write_text(folder / "study.toml", text)
         return
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(plan.path, folder / "study.toml")
