@@ -125,6 +125,21 @@ def test_nmf_updates_never_increase_the_divergence(beta):
     assert (np.diff(values) <= 1e-9 * values[0]).all()
 
 
+def test_nmf_kl_shortcut_is_the_general_update():
+    """For beta = 1 the updates skip V̂^0 (all ones): the same numbers as the general formula."""
+    from stemgui.models.nmf import update_activations, update_dictionary
+
+    g = torch.Generator().manual_seed(5)
+    v = torch.rand(2, 33, 40, generator=g, dtype=torch.float64) + 0.01
+    w = torch.rand(2, 33, 6, generator=g, dtype=torch.float64) + 0.1
+    h = torch.rand(2, 6, 40, generator=g, dtype=torch.float64) + 0.1
+    v_hat = w @ h
+    general_h = h * (w.transpose(-1, -2) @ (v / v_hat)) / (w.transpose(-1, -2) @ torch.ones_like(v_hat))
+    general_w = w * ((v / v_hat) @ h.transpose(-1, -2)) / (torch.ones_like(v_hat) @ h.transpose(-1, -2))
+    torch.testing.assert_close(update_activations(v, w, h, 1.0), general_h, rtol=1e-12, atol=0)
+    torch.testing.assert_close(update_dictionary(v, w, h, 1.0), general_w, rtol=1e-12, atol=0)
+
+
 def test_nmf_dictionaries_separate_what_they_were_learned_on():
     """Two sources with disjoint spectra: dictionaries learned on each separate their mixture well."""
     rate = 8000

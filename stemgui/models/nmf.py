@@ -54,9 +54,15 @@ def _gamma(beta: float) -> float:
     return 1.0
 
 
-def update_activations(v: torch.Tensor, w: torch.Tensor, h: torch.Tensor, beta: float) -> torch.Tensor:
-    """One multiplicative update of H (..., K, frames) for V ≈ W H with W (..., bins, K) fixed."""
-    v_hat = (w @ h).clamp_min(EPS)
+def update_activations(v: torch.Tensor, w: torch.Tensor, h: torch.Tensor, beta: float,
+                       v_hat: torch.Tensor | None = None) -> torch.Tensor:
+    """One multiplicative update of H (..., K, frames) for V ≈ W H with W (..., bins, K) fixed.
+
+    `v_hat`: W H when the caller already has it (the fit computes it for the divergence), saving a product.
+    """
+    v_hat = (w @ h if v_hat is None else v_hat).clamp_min(EPS)
+    if beta == 1:  # KL: V̂^(β-1) is all ones, so the denominator is W's column sums (no bins x frames pass)
+        return h * ((w.transpose(-1, -2) @ (v / v_hat)) / w.sum(dim=-2).unsqueeze(-1).clamp_min(EPS))
     numerator = w.transpose(-1, -2) @ (v * v_hat ** (beta - 2))
     denominator = (w.transpose(-1, -2) @ v_hat ** (beta - 1)).clamp_min(EPS)
     return h * (numerator / denominator) ** _gamma(beta)
@@ -65,6 +71,8 @@ def update_activations(v: torch.Tensor, w: torch.Tensor, h: torch.Tensor, beta: 
 def update_dictionary(v: torch.Tensor, w: torch.Tensor, h: torch.Tensor, beta: float) -> torch.Tensor:
     """One multiplicative update of W (bins, K) for V ≈ W H with H (K, frames) fixed."""
     v_hat = (w @ h).clamp_min(EPS)
+    if beta == 1:  # KL: the denominator is H's row sums
+        return w * (((v / v_hat) @ h.transpose(-1, -2)) / h.sum(dim=-1).unsqueeze(-2).clamp_min(EPS))
     numerator = (v * v_hat ** (beta - 2)) @ h.transpose(-1, -2)
     denominator = (v_hat ** (beta - 1) @ h.transpose(-1, -2)).clamp_min(EPS)
     return w * (numerator / denominator) ** _gamma(beta)
@@ -126,11 +134,14 @@ class NMF(nn.Module):
             w = torch.rand(v.shape[0], self.components, generator=generator, dtype=torch.float64) + 0.1
             h = torch.rand(self.components, v.shape[1], generator=generator, dtype=torch.float64) + 0.1
             h *= v.mean() / (w @ h).mean().clamp_min(EPS)
-            values = [float(beta_divergence(v, w @ h, self.beta))]
+            v_hat = w @ h
+            values = [float(beta_divergence(v, v_hat, self.beta))]
             for _ in range(self.fit_iterations):
-                h = update_activations(v, w, h, self.beta)
+                h = update_activations(v, w, h, self.beta, v_hat=v_hat)
                 w = update_dictionary(v, w, h, self.beta)
-                values.append(float(beta_divergence(v, w @ h, self.beta)))
+                v_hat = w @ h
+                values.append(float(beta_divergence(v, v_hat, self.beta)))
+            del v_hat
             scale = w.sum(dim=0, keepdim=True).clamp_min(EPS)
             learned.append((w / scale).float())
             history[name] = values
