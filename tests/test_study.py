@@ -251,6 +251,11 @@ def test_the_grid_expands_cells_times_seeds_with_the_seed_policy(dataset, tmp_pa
     assert [r.config.train.seed for r in plan.runs[:4]] == [4, 5, 1004, 1005]  # offset: independent per cell
     assert plan.runs[2].config.optim.lr == 3e-4 and plan.runs[5].config.loss.preset == "l1+stft"
     assert all(r.config.train.steps == STEPS for r in plan.runs)  # one budget for all
+    from stemgui.study.report import run_colors
+
+    colors = run_colors(plan)  # a cell's seeds share a colour in the box plots and the learning curves
+    assert colors["l1_lr=0.001_seed4"] == colors["l1_lr=0.001_seed5"]
+    assert len({colors[r.name] for r in plan.runs}) == 4
 
 
 def test_the_shipped_studies_parse_and_state_their_budget():

@@ -20,8 +20,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from stemgui.eval.oracle import ORACLE_LABELS
+
 log = logging.getLogger(__name__)
-ORACLE_LABELS = {"irm": "oracle-IRM", "ibm": "oracle-IBM", "mix": "mixture"}
 
 
 @dataclass(frozen=True)

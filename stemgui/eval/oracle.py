@@ -13,6 +13,8 @@ import numpy as np
 
 ORACLES = ("irm", "ibm", "mix")
 """Names accepted by `oracle_estimates` and `stemgui evaluate --oracle`."""
+ORACLE_LABELS = {"irm": "oracle-IRM", "ibm": "oracle-IBM", "mix": "mixture"}
+"""How reports name each oracle's scores (figures draw these as references, in grey)."""
 
 NFFT = 4096
 HOP = 1024

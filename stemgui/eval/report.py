@@ -22,6 +22,7 @@ import numpy as np
 from stemgui.atomic import atomic_write, atomic_write_bytes, atomic_write_text
 from stemgui.errors import ConfigError
 from stemgui.eval.metrics import gnsdr, nanmedian_rows
+from stemgui.eval.oracle import ORACLE_LABELS
 
 BSS_METRICS = ("SDR", "ISR", "SIR", "SAR")
 TRACK_METRICS = ("uSDR", "SI-SDR", "NSDR")
@@ -231,8 +232,39 @@ def _save_figure(fig, path: Path) -> Path:
     return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"), suffix=".png")
 
 
-def box_plots(systems: dict[str, list[TrackScores]], out_dir: str | Path, metrics=TABLE_METRICS) -> list[Path]:
-    """One PNG per metric: the per-track values, one group of boxes per source, one box per system."""
+REFERENCE_SYSTEMS = tuple(ORACLE_LABELS.values())  # drawn grey: bounds to read the others against
+GROUPED_MAX_SYSTEMS = 4  # up to this many systems share one panel (grouped by source); more get a panel per source
+
+
+def system_colors(names: list[str]) -> dict[str, tuple]:
+    """One colour per system, the same in every panel: tab10 (tab20 past nine systems) without its greys, which
+    are the references'."""
+    plt = _pyplot()
+    own = [n for n in names if n not in REFERENCE_SYSTEMS]
+    palette = [c for c in plt.get_cmap("tab10" if len(own) <= 9 else "tab20").colors if len(set(c)) > 1]
+    colors = {n: palette[i % len(palette)] for i, n in enumerate(own)}
+    colors.update({n: (0.62, 0.62, 0.62) for n in names if n in REFERENCE_SYSTEMS})
+    return colors
+
+
+def _draw_boxes(ax, values: list[list[float]], positions: list[float], width: float, colors: list) -> None:
+    parts = ax.boxplot([v or [math.nan] for v in values], positions=positions, widths=width, patch_artist=True,
+                       showfliers=True)
+    for box, color in zip(parts["boxes"], colors):
+        box.set_facecolor(color)
+        box.set_alpha(0.75)
+    for median in parts["medians"]:
+        median.set_color("black")
+
+
+def box_plots(systems: dict[str, list[TrackScores]], out_dir: str | Path, metrics=TABLE_METRICS,
+              colors: dict[str, tuple] | None = None) -> list[Path]:
+    """One PNG per metric of the per-track values: one box per system and source.
+
+    A few systems share one panel, grouped by source; more (a study's runs beside the baselines) get one panel per
+    source with the systems side by side and named under their boxes, so a dozen boxes stay readable. `colors`
+    (system -> colour) overrides `system_colors` (a study colours its runs by cell).
+    """
     plt = _pyplot()
     out = Path(out_dir)
     names = list(systems)
@@ -240,33 +272,45 @@ def box_plots(systems: dict[str, list[TrackScores]], out_dir: str | Path, metric
     for tracks in systems.values():
         for scores in tracks:
             sources += [s for s in scores.sources if s not in sources]
-    colors = plt.get_cmap("tab10").colors
+    colors = {**system_colors(names), **(colors or {})}
     written = []
     for metric in metrics:
         key = "NSDR" if metric == "GNSDR" else metric
         data = {(n, s): [v for v in per_track_values(systems[n], key, s) if math.isfinite(v)] for n in names for s in sources}
         if not any(data.values()):
             continue
-        fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(sources) * max(1, len(names)) * 0.6 + 2), 4.2))
-        width = 0.8 / len(names)
-        for k, name in enumerate(names):
-            positions = [i + (k - (len(names) - 1) / 2) * width for i in range(len(sources))]
-            values = [data[(name, s)] or [math.nan] for s in sources]
-            parts = ax.boxplot(values, positions=positions, widths=width * 0.85, patch_artist=True, showfliers=True)
-            for box in parts["boxes"]:
-                box.set_facecolor(colors[k % len(colors)])
-                box.set_alpha(0.75)
-            for median in parts["medians"]:
-                median.set_color("black")
-            ax.plot([], [], color=colors[k % len(colors)], lw=8, alpha=0.75, label=name)
-        ax.set_xticks(range(len(sources)), sources)
-        ax.set_xlim(-0.6, len(sources) - 0.4)
         label = "NSDR" if metric == "GNSDR" else metric
-        ax.set_ylabel(f"{label} (dB)")
         what = "median over frames, per track" if metric in BSS_METRICS else "per track"
-        ax.set_title(f"{label} ({what})")
-        ax.grid(axis="y", alpha=0.3)
-        ax.legend(loc="best", fontsize=8)
+        if len(names) <= GROUPED_MAX_SYSTEMS:
+            fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(sources) * max(1, len(names)) * 0.6 + 2), 4.2))
+            width = 0.8 / len(names)
+            for k, name in enumerate(names):
+                positions = [i + (k - (len(names) - 1) / 2) * width for i in range(len(sources))]
+                _draw_boxes(ax, [data[(name, s)] for s in sources], positions, width * 0.85, [colors[name]] * len(sources))
+                ax.plot([], [], color=colors[name], lw=8, alpha=0.75, label=name)
+            ax.set_xticks(range(len(sources)), sources)
+            ax.set_xlim(-0.6, len(sources) - 0.4)
+            ax.set_ylabel(f"{label} (dB)")
+            ax.set_title(f"{label} ({what})")
+            ax.grid(axis="y", alpha=0.3)
+            ax.legend(loc="best", fontsize=8)
+        else:
+            columns = min(2, len(sources))
+            rows = math.ceil(len(sources) / columns)
+            fig, axes = plt.subplots(rows, columns, figsize=(columns * max(5.0, 0.48 * len(names) + 1.2), 3.4 * rows + 0.9),
+                                     sharey=True, squeeze=False)
+            for ax, source in zip(axes.flat, sources):
+                _draw_boxes(ax, [data[(n, source)] for n in names], list(range(len(names))), 0.6,
+                            [colors[n] for n in names])
+                ax.set_xticks(range(len(names)), names, rotation=40, ha="right", fontsize=8)
+                ax.set_title(source)
+                ax.grid(axis="y", alpha=0.3)
+            for ax in axes[:, 0]:
+                ax.set_ylabel(f"{label} (dB)")
+            for ax in list(axes.flat)[len(sources):]:
+                ax.set_visible(False)
+            fig.suptitle(f"{label} ({what}; grey: reference systems)" if set(names) & set(REFERENCE_SYSTEMS)
+                         else f"{label} ({what})")
         fig.tight_layout()
         written.append(_save_figure(fig, out / f"boxplot_{label}.png"))
         plt.close(fig)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from stemgui.eval.oracle import ORACLE_LABELS
 from stemgui.eval.report import BSS_METRICS, TrackScores, write_track_json
 from stemgui.study.config import StudyPlan
 from stemgui.study.runner import read_done
@@ -43,7 +44,7 @@ class System:
     target: str
 
 
-BASELINES = (System("oracle-IRM", "oracle", "irm"), System("mixture", "oracle", "mix"))
+BASELINES = tuple(System(ORACLE_LABELS[o], "oracle", o) for o in ("irm", "mix"))
 
 
 def systems_for(plan: StudyPlan, folder: Path) -> list[System]:

@@ -126,6 +126,14 @@ def _smooth(values: Sequence[float]) -> np.ndarray:
     return np.convolve(padded, kernel, mode="valid")
 
 
+def run_colors(plan: StudyPlan) -> dict[str, tuple]:
+    """Each run in its cell's colour (seeds of a cell alike), the same in the box plots and the learning curves."""
+    from stemgui.eval.report import system_colors
+
+    by_cell = system_colors(list(plan.cells))
+    return {run.name: by_cell[run.cell] for run in plan.runs}
+
+
 def learning_curves(plan: StudyPlan, folder: Path, out: Path) -> Path | None:
     """One figure, all runs on shared axes: waveform L1 (every preset logs it), the total objective, validation SDR
     (and D's loss when a run has one); x is the step, or CPU minutes under a CPU-time budget."""
@@ -140,10 +148,10 @@ def learning_curves(plan: StudyPlan, folder: Path, out: Path) -> Path | None:
         panels.append(("d_loss", "discriminator loss (train)"))
     by_cpu = plan.budget_kind == "cpu"
     fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 4.0), sharex=True, squeeze=False)
-    colors = plt.get_cmap("tab10").colors
+    colors = run_colors(plan)
     styles = ["-", "--", ":", "-."]
     for run in plan.runs:
-        color = colors[plan.cells.index(run.cell) % len(colors)]
+        color = colors[run.name]
         style = styles[plan.seeds.index(run.seed) % len(styles)] if run.seed in plan.seeds else "-"
         records = logs[run.name]
         for ax, (key, _) in zip(axes[0], panels):
@@ -238,7 +246,7 @@ def write_report(plan: StudyPlan, folder: Path, systems: list[System],
     figures = folder / FIGURES
     written: list[Path] = []
     try:
-        written += box_plots(results, figures, metrics=("SDR", "SIR", "SAR", "uSDR", "SI-SDR"))
+        written += box_plots(results, figures, metrics=("SDR", "SIR", "SAR", "uSDR", "SI-SDR"), colors=run_colors(plan))
         curves = learning_curves(plan, folder, figures)
         written += [curves] if curves else []
     except ConfigError as exc:  # figures are extras: the numbers are already written
