@@ -125,6 +125,23 @@ def test_nmf_updates_never_increase_the_divergence(beta):
     assert (np.diff(values) <= 1e-9 * values[0]).all()
 
 
+def test_nmf_fit_shares_a_cpu_budget_evenly_between_the_sources(monkeypatch):
+    """A study's CPU-time budget cuts every dictionary's updates alike (at least one each), not the last sources'."""
+    import stemgui.models.nmf as nmf_module
+
+    clock = iter(float(t) for t in range(10_000))  # a fake CPU clock: one second per reading
+    monkeypatch.setattr(nmf_module.time, "process_time", lambda: next(clock))
+    sources = ["a", "b", "c", "d"]
+    model = build_model("nmf", sources, {**TINY["nmf"], "fit_iterations": 100})
+    stems = torch.rand(2, 4, 2, 4000, generator=torch.Generator().manual_seed(3))
+    updates = [len(v) - 1 for v in model.fit(stems, cpu_seconds=40).values()]
+    assert all(1 < u < 100 for u in updates), updates
+    assert min(updates) >= 5 and sum(updates) <= 40, updates  # ~10 s each (every clock reading costs a second)
+    monkeypatch.undo()
+    assert [len(v) - 1 for v in model.fit(stems, cpu_seconds=0).values()] == [1, 1, 1, 1]
+    assert [len(v) - 1 for v in model.fit(stems).values()] == [100] * 4  # no budget: every iteration
+
+
 def test_nmf_kl_shortcut_is_the_general_update():
     """For beta = 1 the updates skip V̂^0 (all ones): the same numbers as the general formula."""
     from stemgui.models.nmf import update_activations, update_dictionary

@@ -293,6 +293,23 @@ def test_the_trainer_stops_at_its_cpu_time_budget_and_records_the_steps(dataset,
     assert any(e["event"] == "valid" and e["step"] == result.steps for e in events)  # scored where it stopped
 
 
+def test_a_fitted_model_keeps_to_the_cpu_budget_too(dataset, tmp_path):
+    """NMF's dictionary learning (no gradient steps) stops its updates when train.cpu_minutes is spent."""
+    from stemgui.models.card import read_card
+    from stemgui.train.trainer import train
+
+    cfg = tiny_config(dataset, tmp_path / "nmf.safetensors", preset="l1", steps=8, batch=2)
+    cfg.model.architecture = "nmf"
+    cfg.model.extra = {"components": 4, "nfft": 256, "hop": 64, "fit_iterations": 100000}
+    cfg.train.cpu_minutes = 0.01  # 0.6 CPU seconds
+    result = train(cfg)
+    events = [json.loads(line) for line in (tmp_path / "nmf.run" / "log.jsonl").read_text().splitlines()]
+    fit = next(e for e in events if e["event"] == "fit")
+    assert set(fit["updates"]) == set(read_card(result.out)["sources"])
+    assert all(1 <= n < 100000 for n in fit["updates"].values()), fit["updates"]
+    assert read_card(result.out)["training"]["cpu_time_s"] < 0.6 + 2.0  # the budget, plus validation's margin
+
+
 MIR1K = next((p for p in (REPO.parent / "shared" / "datasets" / "mir-1k-subset",
                           REPO.parent.parent / "shared" / "datasets" / "mir-1k-subset") if p.is_dir()), None)
 

@@ -19,6 +19,7 @@ Shapes: mix (batch, channels, time) -> (batch, sources, channels, time); each ch
 
 from __future__ import annotations
 
+import time
 from typing import Sequence
 
 import torch
@@ -117,10 +118,13 @@ class NMF(nn.Module):
 
     # ------------------------------------------------------------------------------------------- training
     @torch.no_grad()
-    def fit(self, stems: torch.Tensor) -> dict[str, list[float]]:
+    def fit(self, stems: torch.Tensor, cpu_seconds: float | None = None) -> dict[str, list[float]]:
         """Learn each source's dictionary from `stems` (items, sources, channels, time) at the model's rate.
 
-        Returns the beta-divergence after every update, per source (the tests check it never increases).
+        `cpu_seconds`: a budget of process CPU time (a study's equal-CPU comparison), shared evenly by the sources
+        still to fit; a source stops updating once its share is spent (after at least one update), so a budget
+        cuts every dictionary's iterations, not the last sources'. Returns the beta-divergence before and after
+        every update, per source (the tests check it never increases; its length says how many updates ran).
         """
         if stems.dim() != 4 or stems.shape[1] != len(self.sources):
             raise ValueError(f"stems must be (items, {len(self.sources)} sources, channels, time), "
@@ -128,7 +132,12 @@ class NMF(nn.Module):
         generator = torch.Generator().manual_seed(self.seed)
         history: dict[str, list[float]] = {}
         learned = []
+        started = time.process_time()
         for index, name in enumerate(self.sources):
+            deadline = None
+            if cpu_seconds is not None:  # this source's share of what is left
+                left = cpu_seconds - (time.process_time() - started)
+                deadline = time.process_time() + max(0.0, left) / (len(self.sources) - index)
             spec = stft(stems[:, index].float(), self.nfft, self.hop).abs()  # (items, channels, F, N)
             v = spec.permute(2, 0, 1, 3).reshape(spec.shape[2], -1).double()  # (F, all frames)
             w = torch.rand(v.shape[0], self.components, generator=generator, dtype=torch.float64) + 0.1
@@ -137,6 +146,8 @@ class NMF(nn.Module):
             v_hat = w @ h
             values = [float(beta_divergence(v, v_hat, self.beta))]
             for _ in range(self.fit_iterations):
+                if deadline is not None and len(values) > 1 and time.process_time() >= deadline:
+                    break
                 h = update_activations(v, w, h, self.beta, v_hat=v_hat)
                 w = update_dictionary(v, w, h, self.beta)
                 v_hat = w @ h

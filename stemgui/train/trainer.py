@@ -546,20 +546,24 @@ class Trainer:
 
     def fit(self) -> TrainResult:
         """A model trained by fitting (`trained_by_fitting`: NMF's dictionary learning) instead of gradient steps:
-        `model.fit` on the train.steps x train.batch_size segments the loop would have read, then the same
-        validation, checkpoint and card."""
+        `model.fit` on the train.steps x train.batch_size segments the loop would have read, within what is left
+        of train.cpu_minutes (reading the segments counts), then the same validation, checkpoint and card."""
         t = self.cfg.train
         started, cpu_started = time.perf_counter(), time.process_time()
         dataset = SegmentDataset(self.train_tracks, self.sources, self.cfg, length=t.steps * t.batch_size)
         stems = torch.stack([dataset[index][1] for index in range(len(dataset))])
-        history = self.G.fit(stems.to(self.device))
+        cpu_left = None
+        if t.cpu_minutes:
+            cpu_left = t.cpu_minutes * 60 - self.cpu_time - (time.process_time() - cpu_started)
+        history = self.G.fit(stems.to(self.device), cpu_seconds=cpu_left)
         if self.ema is not None:
             self.ema.load_state_dict(self.G.state_dict())
         self.step = t.steps
         self.wall_time += time.perf_counter() - started
         self.cpu_time += time.process_time() - cpu_started
         self._log({"event": "fit", "step": self.step, "segments": len(dataset), "wall_time_s": round(self.wall_time, 2),
-                   "divergence": {name: values[-1] for name, values in history.items()}})
+                   "divergence": {name: values[-1] for name, values in history.items()},
+                   "updates": {name: len(values) - 1 for name, values in history.items()}})
         self._validate_and_log()
         self.save_checkpoint()
         out = self.export()
