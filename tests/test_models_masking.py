@@ -142,6 +142,17 @@ def test_nmf_fit_shares_a_cpu_budget_evenly_between_the_sources(monkeypatch):
     assert [len(v) - 1 for v in model.fit(stems).values()] == [100] * 4  # no budget: every iteration
 
 
+def test_a_fitted_model_counts_its_dictionaries_as_its_parameters(tmp_path):
+    from stemgui.models.card import count_parameters, read_card, save_model
+
+    model = build_model("nmf", TWO, TINY["nmf"])  # 2 sources x 33 bins x 3 components, all buffers
+    assert count_parameters(model) == 2 * 33 * 3
+    save_model(model, tmp_path / "nmf.safetensors")
+    assert read_card(tmp_path / "nmf.safetensors")["parameters"] == 2 * 33 * 3
+    gradient_trained = build_model("unet", TWO, TINY["unet"])
+    assert count_parameters(gradient_trained) == sum(p.numel() for p in gradient_trained.parameters())
+
+
 def test_nmf_kl_shortcut_is_the_general_update():
     """For beta = 1 the updates skip V̂^0 (all ones): the same numbers as the general formula."""
     from stemgui.models.nmf import update_activations, update_dictionary

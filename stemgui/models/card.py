@@ -41,6 +41,14 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def count_parameters(model: nn.Module) -> int:
+    """The learned values: the parameters, and for a model trained by fitting (NMF) its buffers, which it learns."""
+    count = sum(p.numel() for p in model.parameters())
+    if getattr(model, "trained_by_fitting", False):
+        count += sum(b.numel() for b in model.buffers())
+    return int(count)
+
+
 def save_model(model: nn.Module, path: str | os.PathLike, card: dict[str, Any] | None = None,
                stored_dtype: torch.dtype | None = None) -> Path:
     """Write `model`'s weights and its card; returns the `.safetensors` path.
@@ -74,7 +82,7 @@ def save_model(model: nn.Module, path: str | os.PathLike, card: dict[str, Any] |
     if stored_dtype is not None:
         full["stored_dtype"] = str(stored_dtype).removeprefix("torch.")
     full["sha256"] = sha256_file(wpath)
-    full["parameters"] = int(sum(p.numel() for p in model.parameters()))
+    full["parameters"] = count_parameters(model)
     text = json.dumps(full, indent=2, sort_keys=False)
     atomic_write_text(card_path(wpath), text + "\n")
     return wpath

@@ -172,6 +172,7 @@ def check_models(plan: StudyPlan) -> dict[str, int]:
     sources are not known yet, so MIR-1K studies are checked with its two and the others with the four."""
     from stemgui import SOURCES
     from stemgui.data.layout import MIR1K_SOURCES
+    from stemgui.models.card import count_parameters
     from stemgui.models.check import check_model_config
 
     sources = list(MIR1K_SOURCES) if plan.mir1k is not None or plan.base.data.format == "mir1k" else list(SOURCES)
@@ -185,7 +186,7 @@ def check_models(plan: StudyPlan) -> dict[str, int]:
                                        where=f"{plan.path}: run '{run.name}' [model]")
         except StemGUIError as exc:
             raise ConfigError(str(exc)) from None
-        counts[run.cell] = int(sum(p.numel() for p in model.parameters()))
+        counts[run.cell] = count_parameters(model)
     return counts
 
 
