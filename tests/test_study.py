@@ -183,6 +183,29 @@ def test_two_run_study_killed_resumed_scored_and_reported(dataset, tmp_path):
     assert resolve_model("tiny.l1") == (out / "runs" / "l1" / "l1.safetensors").resolve()
 
 
+def test_two_folders_of_one_study_file_list_their_runs_under_distinct_names(tmp_path):
+    """A rerun of a study beside the first (ablation.study, ablation-v2.study) must not give the picker two
+    'ablation.l1' entries that resolve to the same one: the folders' names tell them apart."""
+    from stemgui.models.architectures import build_model
+    from stemgui.models.card import save_model
+    from stemgui.models.registry import list_models, register_study, resolve_model
+
+    paths = {}
+    for folder in ("ablation.study", "ablation-v2.study", "elsewhere/ablation-v2.study", "other.study"):
+        root = tmp_path / folder
+        weights = save_model(build_model("nmf", ["vocals", "accompaniment"], {"components": 2, "nfft": 64, "hop": 32}),
+                             root / "runs" / "l1" / "l1.safetensors")
+        study = "other" if folder == "other.study" else "ablation"
+        (root / "models.json").write_text(json.dumps({"study": study, "models": [{"name": "l1", "path": str(weights)}]}))
+        register_study(root)
+        paths[folder] = weights.resolve()
+    names = [e.name for e in list_models() if e.study]
+    assert names == ["ablation.l1", "ablation-v2.l1", "ablation-v2~2.l1", "other.l1"]
+    assert resolve_model("ablation-v2.l1").resolve() == paths["ablation-v2.study"]
+    assert resolve_model("ablation-v2~2.l1").resolve() == paths["elsewhere/ablation-v2.study"]
+    assert resolve_model("other.l1").resolve() == paths["other.study"]  # a study alone keeps its own name
+
+
 def test_runs_that_score_like_silence_are_named_as_not_learned():
     from stemgui.eval.report import SummaryRow
     from stemgui.study.report import silent_runs, silent_stems

@@ -95,14 +95,31 @@ def register_study(folder: str | os.PathLike) -> None:
         atomic_write_text(studies_file(), json.dumps({"studies": [*known, folder]}, indent=1))
 
 
+def _study_labels(manifests: list[tuple[Path, dict]]) -> list[str]:
+    """The prefix of each study's model names: its study name, or where several registered folders ran the same
+    study file (a rerun beside the first), the folder's name without `.study`, numbered if even that repeats."""
+    names = [str(m.get("study", f.name)) for f, m in manifests]
+    labels, used = [], set()
+    for (folder, _), name in zip(manifests, names):
+        label = name if names.count(name) == 1 else folder.name.removesuffix(".study")
+        base, n = label, 2
+        while label in used:
+            label, n = f"{base}~{n}", n + 1
+        used.add(label)
+        labels.append(label)
+    return labels
+
+
 def _study_models() -> list[ModelEntry]:
-    entries: list[ModelEntry] = []
+    """The finished runs of every registered study as `<study>.<run>`, one name per model (see `_study_labels`)."""
+    manifests = []
     for folder in registered_studies():
         try:
-            manifest = json.loads((folder / "models.json").read_text(encoding="utf-8"))
+            manifests.append((folder, json.loads((folder / "models.json").read_text(encoding="utf-8"))))
         except (OSError, ValueError):
             continue  # a study not started yet, or moved away
-        study = str(manifest.get("study", folder.name))
+    entries: list[ModelEntry] = []
+    for (folder, manifest), study in zip(manifests, _study_labels(manifests)):
         for model in manifest.get("models", []):
             wpath = Path(model.get("path", ""))
             try:
