@@ -378,7 +378,9 @@ def _markdown(plan, folder, tracks, sources, rows, comps, done, failed, kinds, f
         "per-song value is the mean over its seeds) with a paired bootstrap 95 % confidence interval over songs "
         f"({plan.bootstrap} resamples, seed {plan.bootstrap_seed}). An interval that includes 0 is reported as "
         "**no difference**: with these songs and this budget the data cannot tell the two apart. The converse "
-        "does not hold: a difference of a few hundredths of a dB can be statistically clear and still inaudible.",
+        "does not hold: a difference of a few hundredths of a dB can be statistically clear and still inaudible. "
+        "The score tables below give SDR, SIR and SAR as medians over songs (museval's convention), so a "
+        "difference here (a mean over songs) need not equal the difference of two medians there.",
     ]
     if failed:
         lines += ["", f"Runs that failed (diverged) and are left out: {', '.join(failed)}."]
