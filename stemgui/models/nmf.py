@@ -7,7 +7,8 @@ nonnegative matrix factorization with the beta-divergence", Neural Computation 2
   magnitude spectrogram V_s (bins, frames) of its training stems is factorised V_s ≈ W_s H_s with K =
   `components` columns by multiplicative updates minimising the beta-divergence (`beta` 2: Euclidean,
   1: generalized KL, 0: Itakura-Saito); the columns of W_s are scaled to sum to one. The dictionaries are the
-  buffer `dictionaries` (sources, bins, K), so they travel in the safetensors file like any weight.
+  buffer `dictionaries` (sources, bins, K), so they travel in the safetensors file like any weight. Under a
+  CPU-time budget (`train.cpu_minutes`, a study's equal-CPU comparison) the updates stop when it is spent.
 * Separation (`forward`): the mixture's |STFT| V ≈ [W_1 ... W_S] H with the dictionaries fixed and H fitted by
   `iterations` multiplicative updates; then Wiener-style masks m_s = (W_s H_s)^p / Σ_s' (W_s' H_s')^p
   (`power` p = 2: the classic Wiener filter on magnitudes), which sum to one, applied to the mixture's complex
