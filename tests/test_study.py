@@ -206,6 +206,23 @@ def test_two_folders_of_one_study_file_list_their_runs_under_distinct_names(tmp_
     assert resolve_model("other.l1").resolve() == paths["other.study"]  # a study alone keeps its own name
 
 
+def test_a_fitted_run_validates_where_its_cpu_time_ended(tmp_path):
+    """NMF logs one "fit" record, no training steps: its validation point sits at its CPU minutes, not at 0."""
+    from stemgui.study.report import _valid_cpu, read_log
+
+    log = tmp_path / "log.jsonl"
+    log.write_text("\n".join(json.dumps(r) for r in [
+        {"event": "fit", "step": 100, "segments": 400, "cpu_time_s": 660.0},
+        {"event": "valid", "step": 100, "valid_sdr_mean": 1.3}]) + "\n{torn", encoding="utf-8")
+    records = read_log(log)
+    assert [r["step"] for r in records["train"]] == [100] and len(records["valid"]) == 1
+    assert _valid_cpu(records["valid"], records["train"]) == [11.0]
+    older = [{"event": "fit", "step": 100}]  # a fit logged before it said its CPU time: the run's total
+    assert _valid_cpu(records["valid"], older, total=11.1) == [11.1]
+    steps = [{"step": 10, "cpu_time_s": 60.0}, {"step": 20, "cpu_time_s": 120.0}]
+    assert _valid_cpu([{"step": 15}, {"step": 20}, {"step": 5}], steps) == [1.0, 2.0, 0.0]
+
+
 def test_runs_that_score_like_silence_are_named_as_not_learned():
     from stemgui.eval.report import SummaryRow
     from stemgui.study.report import silent_runs, silent_stems

@@ -100,7 +100,8 @@ def comparisons(plan: StudyPlan, results: dict[str, list[TrackScores]], sources:
 # ----------------------------------------------------------------------------------------------- training logs
 def read_log(path: Path) -> dict[str, list[dict[str, Any]]]:
     """A run's log.jsonl as {"train": [...], "valid": [...]} by step, the last record of a step winning (a resumed
-    run logs again the steps after its checkpoint); a torn last line (kill -9 mid-write) is skipped."""
+    run logs again the steps after its checkpoint); a torn last line (kill -9 mid-write) is skipped. A model trained
+    by fitting (NMF) logs one "fit" record instead of training steps: it counts as its training record."""
     events: dict[str, dict[int, dict[str, Any]]] = {"train": {}, "valid": {}}
     if not path.is_file():
         return {k: [] for k in events}
@@ -109,7 +110,7 @@ def read_log(path: Path) -> dict[str, list[dict[str, Any]]]:
             record = json.loads(line)
         except ValueError:
             continue
-        kind = record.get("event")
+        kind = "train" if record.get("event") == "fit" else record.get("event")
         if kind in events and isinstance(record.get("step"), int):
             events[kind][record["step"]] = record
     return {k: [v[s] for s in sorted(v)] for k, v in events.items()}
@@ -160,7 +161,9 @@ def learning_curves(plan: StudyPlan, folder: Path, out: Path) -> Path | None:
                 continue
             x = [r.get("cpu_time_s", 0) / 60 if by_cpu else r["step"] for r in rows]
             if key == "valid":
-                x = [r["step"] for r in rows] if not by_cpu else _valid_cpu(rows, records["train"])
+                done = read_done(folder, run) or {}
+                x = [r["step"] for r in rows] if not by_cpu else _valid_cpu(
+                    rows, records["train"], float(done.get("cpu_time_s", 0.0)) / 60)
                 y = np.asarray([r.get("valid_sdr_mean", math.nan) for r in rows], dtype=np.float64)
                 ax.plot(x, y, style, color=color, marker="o", ms=3, label=run.name)
             else:
@@ -171,7 +174,11 @@ def learning_curves(plan: StudyPlan, folder: Path, out: Path) -> Path | None:
         ax.grid(alpha=0.3)
         if key in ("l1", "loss", "d_loss"):
             ax.set_yscale("log")
-    axes[0][0].legend(fontsize=7, loc="best")
+    labelled = {}  # every run once, also those without a curve in the first panel (NMF logs no losses)
+    for ax in axes[0]:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            labelled.setdefault(label, handle)
+    axes[0][0].legend(list(labelled.values()), list(labelled), fontsize=7, loc="best")
     fig.suptitle(f"Learning curves of study {plan.name} (colour: cell, line style: seed)", fontsize=11)
     fig.tight_layout()
     written = _save_figure(fig, out / "learning_curves.png")
@@ -179,10 +186,11 @@ def learning_curves(plan: StudyPlan, folder: Path, out: Path) -> Path | None:
     return written
 
 
-def _valid_cpu(valid: list[dict[str, Any]], train: list[dict[str, Any]]) -> list[float]:
-    """CPU minutes at each validation: those of the nearest logged training step at or before it."""
+def _valid_cpu(valid: list[dict[str, Any]], train: list[dict[str, Any]], total: float = 0.0) -> list[float]:
+    """CPU minutes at each validation: those of the nearest logged training step at or before it (`total`, the
+    run's CPU minutes, for a record that does not say: an NMF fit logged before it did)."""
     steps = [r["step"] for r in train]
-    cpus = [r.get("cpu_time_s", 0.0) / 60 for r in train]
+    cpus = [r["cpu_time_s"] / 60 if "cpu_time_s" in r else total for r in train]
     out = []
     for record in valid:
         i = int(np.searchsorted(steps, record["step"], side="right")) - 1

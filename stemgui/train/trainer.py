@@ -562,6 +562,7 @@ class Trainer:
         self.wall_time += time.perf_counter() - started
         self.cpu_time += time.process_time() - cpu_started
         self._log({"event": "fit", "step": self.step, "segments": len(dataset), "wall_time_s": round(self.wall_time, 2),
+                   "cpu_time_s": round(self.cpu_time, 2),
                    "divergence": {name: values[-1] for name, values in history.items()},
                    "updates": {name: len(values) - 1 for name, values in history.items()}})
         self._validate_and_log()
