@@ -135,9 +135,10 @@ def run_colors(plan: StudyPlan) -> dict[str, tuple]:
     return {run.name: by_cell[run.cell] for run in plan.runs}
 
 
-def learning_curves(plan: StudyPlan, folder: Path, out: Path) -> Path | None:
+def learning_curves(plan: StudyPlan, folder: Path, out: Path, done: dict[str, dict[str, Any] | None]) -> Path | None:
     """One figure, all runs on shared axes: waveform L1 (every preset logs it), the total objective, validation SDR
-    (and D's loss when a run has one); x is the step, or CPU minutes under a CPU-time budget."""
+    (and D's loss when a run has one); x is the step, or CPU minutes under a CPU-time budget. `done`: each run's
+    done record (its total CPU time places a fitted run's validation)."""
     from stemgui.eval.report import _pyplot, _save_figure
 
     logs = {run.name: read_log(run_folder(folder, run) / "train" / "log.jsonl") for run in plan.runs}
@@ -161,9 +162,8 @@ def learning_curves(plan: StudyPlan, folder: Path, out: Path) -> Path | None:
                 continue
             x = [r.get("cpu_time_s", 0) / 60 if by_cpu else r["step"] for r in rows]
             if key == "valid":
-                done = read_done(folder, run) or {}
-                x = [r["step"] for r in rows] if not by_cpu else _valid_cpu(
-                    rows, records["train"], float(done.get("cpu_time_s", 0.0)) / 60)
+                total = float((done.get(run.name) or {}).get("cpu_time_s", 0.0)) / 60
+                x = [r["step"] for r in rows] if not by_cpu else _valid_cpu(rows, records["train"], total)
                 y = np.asarray([r.get("valid_sdr_mean", math.nan) for r in rows], dtype=np.float64)
                 ax.plot(x, y, style, color=color, marker="o", ms=3, label=run.name)
             else:
@@ -255,7 +255,7 @@ def write_report(plan: StudyPlan, folder: Path, systems: list[System],
     written: list[Path] = []
     try:
         written += box_plots(results, figures, metrics=("SDR", "SIR", "SAR", "uSDR", "SI-SDR"), colors=run_colors(plan))
-        curves = learning_curves(plan, folder, figures)
+        curves = learning_curves(plan, folder, figures, done)
         written += [curves] if curves else []
     except ConfigError as exc:  # figures are extras: the numbers are already written
         written = []
