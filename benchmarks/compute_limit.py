@@ -7,7 +7,8 @@ forward (convolution, matmul/linear, attention: the shapes that make up >= 99 % 
 on random tensors of the same shapes, single-threaded, to measure the sustained GFLOP/s this CPU gives those
 exact shapes. The compute limit of a separation is the sum over operations of FLOPs / sustained rate (one core;
 halved for two cores working on different segments), set against the time one segment forward takes here in
-eager torch (and in each other available backend of stemgui.backends) on the same core.
+eager torch (and in each other available backend of stemgui.backends) on the same core. A second, harder
+bound: the same FLOPs at the core's large-sgemm peak (`peak_floor_seconds_*`), below which no fp32 engine goes.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/compute_limit.py                 # all models
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/compute_limit.py --models bundled --backends eager onnx
@@ -187,16 +188,23 @@ def measure_model(name: str, entry: dict, backends: list[str], audio_seconds: fl
     return row
 
 
+def add_peak_floor(row: dict, peak_gflops_1core: float, audio_seconds: float) -> None:
+    """The time the counted FLOPs need at the core's large-sgemm peak on both cores: no fp32 engine that does
+    this arithmetic can be faster here, whatever its kernels (a bound, not an estimate)."""
+    row[f"peak_floor_seconds_{int(audio_seconds)}s_audio_2cores"] = round(
+        row["gflop_per_audio_second"] * audio_seconds / (2 * peak_gflops_1core), 2)
+
+
 def peak_matmul_gflops() -> float:
     """One thread, a large square sgemm: the most this core gives any shape."""
-    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
     a @ b
     best = math.inf
     for _ in range(5):
         started = time.perf_counter()
         a @ b
         best = min(best, time.perf_counter() - started)
-    return 2 * 1024**3 / best / 1e9
+    return 2 * 2048**3 / best / 1e9
 
 
 def main() -> None:
@@ -225,6 +233,7 @@ def main() -> None:
         else:
             row = measure_model(name, entry, args.backends, args.audio_seconds)
             done[key] = row
+        add_peak_floor(row, report["peak_matmul_gflops_1core"], args.audio_seconds)
         report["models"][name] = row
         print(json.dumps({k: v for k, v in row.items() if k != "heavy_shapes"}), flush=True)
     report["finished"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")

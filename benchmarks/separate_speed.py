@@ -133,6 +133,7 @@ def child(opts: argparse.Namespace) -> dict:
                                overlap=opts.overlap, segment=opts.segment)
         del run_warm
     load_before = os.getloadavg()[0]
+    rss_before_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     started, cpu_started = time.perf_counter(), time.process_time()
     stems = run()
     elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
@@ -144,6 +145,7 @@ def child(opts: argparse.Namespace) -> dict:
     engine = separator.engine() if opts.child == "ours" else {"backend": "demucs apply_model", "precision": "fp32"}
     return {"impl": opts.child, "engine": engine, "warm_up_seconds": round(warm_seconds, 2), "seconds_audio": seconds, "seconds_wall": round(elapsed, 2),
             "seconds_cpu": round(cpu, 2), "rtf": round(elapsed / seconds, 4), "peak_rss_mb": round(peak_mb, 1),
+            "peak_rss_before_run_mb": round(rss_before_mb, 1),
             "torch_threads": threads, "loadavg_1min_before": round(load_before, 2),
             "loadavg_1min_after": round(load_after, 2)}
 

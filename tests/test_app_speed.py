@@ -30,6 +30,20 @@ def test_the_app_separates_with_the_clis_schedule(threads, monkeypatch):
     assert per_forward == 1  # and a cancel waits for one segment at most (the CLI batches 4 on one thread)
 
 
+def test_a_wide_model_runs_one_segment_at_a_time_on_all_threads(monkeypatch):
+    """Above WIDE_MODEL_PARAMETERS concurrent segments would double the activations for a few per cent of speed."""
+    from stemgui import separate
+
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    model = make_tiny_model()
+    small = Separator(model, SeparationSettings(device="cpu"))
+    assert small._schedule(small.segment_seconds) == (2, 1)
+    monkeypatch.setattr(separate, "WIDE_MODEL_PARAMETERS", sum(p.numel() for p in model.parameters()) - 1)
+    wide = Separator(model, SeparationSettings(device="cpu"))
+    assert wide._schedule(wide.segment_seconds) == (1, 1)  # no batch of 4 either: one segment's activations
+    assert Separator(model, SeparationSettings(device="cpu"), workers=2)._schedule(1.0) == (2, 1)  # asked for
+
+
 def test_engine_settings_change_nothing_that_changes_the_stems():
     from stemgui.gui.workers import cache_settings
 

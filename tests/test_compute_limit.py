@@ -33,3 +33,9 @@ def test_cpu_attention_and_linear_are_counted_and_recorded() -> None:
     kinds = sorted((c["kind"], c["flops_each"]) for c in calls.values())
     assert kinds == [("attention", attention), ("matmul", 2 * 10 * 16 * 4)]
     assert all(script._replay_rate(c, min_seconds=0.0) > 0 for c in calls.values())
+
+
+def test_the_peak_floor_is_the_counted_work_at_peak_on_two_cores() -> None:
+    row = {"gflop_per_audio_second": 57.0}
+    _script().add_peak_floor(row, peak_gflops_1core=95.0, audio_seconds=60.0)
+    assert row["peak_floor_seconds_60s_audio_2cores"] == 18.0  # 57 * 60 GFLOP / (2 x 95 GFLOP/s)

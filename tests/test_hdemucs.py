@@ -150,3 +150,46 @@ def test_init_kwargs_are_json_and_rebuild_the_same_architecture() -> None:
 def test_wiener_filtering_is_refused_clearly() -> None:
     with pytest.raises(NotImplementedError, match="Wiener"):
         HDemucs(list(SOURCES), channels=4, cac=False)
+
+
+def test_inference_pieces_change_nothing_but_memory(monkeypatch) -> None:
+    """The piecewise DConv rows and transposed-conv matmuls (inference only) give the plain modules' output."""
+    from stemgui.models import hdemucs
+
+    torch.manual_seed(3)
+    conv = torch.nn.ConvTranspose2d(6, 5, (8, 1), (4, 1))
+    dconv = hdemucs.DConv(6, compress=2, depth=2, init=0.5).eval()
+    y = torch.randn(2, 6, 13, 17)
+    with torch.no_grad():
+        expected_tr = conv(y)
+        expected_dconv = dconv(y.permute(0, 2, 1, 3).reshape(-1, 6, 17)).view(2, 13, 6, 17).permute(0, 2, 1, 3)
+    monkeypatch.setattr(hdemucs, "INFER_PIECE_ELEMENTS", 5 * 4 * 17 * 3)  # 3 input bins per piece
+    with torch.no_grad():
+        got_tr = hdemucs._conv_transpose(conv, y)
+        got_dconv = hdemucs._dconv_over_freqs(dconv, y)
+    assert got_tr.shape == expected_tr.shape == (2, 5, 56, 17)
+    assert (got_tr - expected_tr).abs().max().item() <= 1e-5
+    assert (got_dconv - expected_dconv).abs().max().item() <= 1e-5
+    # with autograd (training) both are the plain modules, gradients included
+    out = hdemucs._conv_transpose(conv, y.requires_grad_())
+    assert out.grad_fn is not None and (out - expected_tr).abs().max().item() <= 1e-5
+
+
+@pytest.mark.parametrize("hybrid", [True, False])
+def test_inverse_of_channels_equals_the_plain_inverse_per_batch_item(hybrid) -> None:
+    """The inference fast path (one source slice at a time) against un-standardise -> complex -> inverse."""
+    from stemgui.models.spec import hybrid_inverse, hybrid_inverse_channels
+
+    torch.manual_seed(5)
+    nfft, freqs, frames, length = 256, 128, 20, 1250
+    x = torch.randn(2, 3, 4, freqs, frames)  # (batch, sources, 2·channels, F, T)
+    scale, shift = torch.tensor([0.5, 2.0]), torch.tensor([0.1, -0.3])
+    spec = x * scale.view(2, 1, 1, 1, 1) + shift.view(2, 1, 1, 1, 1)
+    spec = torch.view_as_complex(spec.view(2, 3, 2, 2, freqs, frames).permute(0, 1, 2, 4, 5, 3).contiguous())
+    if not hybrid:
+        frames_needed = length // (nfft // 4) + 1
+        x, spec = x[..., :frames_needed], spec[..., :frames_needed]
+    expected = hybrid_inverse(spec, length, nfft, hybrid=hybrid)
+    got = hybrid_inverse_channels(x, scale, shift, length, nfft, hybrid=hybrid)
+    assert got.shape == expected.shape == (2, 3, 2, length)
+    assert (got - expected).abs().max().item() <= 1e-5

@@ -218,12 +218,61 @@ class DConv(nn.Module):
         return F.glu(x, dim=1)
 
 
+# Elements (floats) an inference-only helper below processes per piece: it bounds the transient buffers of the
+# widest frequency layers (a 2 x hidden-channel DConv stage at 512 bins of a 7.8 s segment is 63 MB at once).
+INFER_PIECE_ELEMENTS = 1 << 21
+
+
 def _dconv_over_freqs(dconv: nn.Module, y: torch.Tensor) -> torch.Tensor:
-    """Apply a time DConv to every frequency row of a (B, C, F, T) tensor independently."""
+    """Apply a time DConv to every frequency row of a (B, C, F, T) tensor independently.
+
+    Without autograd the rows go through in pieces of about INFER_PIECE_ELEMENTS, written into one output:
+    the rows are independent (the DConv's GroupNorms normalise each row), so only the peak memory changes.
+    """
     batch, chans, freqs, frames = y.shape
-    y = y.permute(0, 2, 1, 3).reshape(-1, chans, frames)
-    y = dconv(y)
-    return y.view(batch, freqs, chans, frames).permute(0, 2, 1, 3)
+    rows = y.permute(0, 2, 1, 3).reshape(-1, chans, frames)  # (B*F, C, T)
+    step = max(1, INFER_PIECE_ELEMENTS // (2 * chans * frames))
+    if torch.is_grad_enabled() or step >= rows.shape[0]:
+        out = dconv(rows)
+    else:
+        out = torch.empty_like(rows)
+        for first in range(0, rows.shape[0], step):
+            out[first:first + step] = dconv(rows[first:first + step])
+    return out.view(batch, freqs, chans, frames).permute(0, 2, 1, 3)
+
+
+def _freq_conv_transpose(conv: nn.ConvTranspose2d, y: torch.Tensor) -> torch.Tensor:
+    """`conv(y)` for a (kernel K x 1, stride S x 1) transposed conv with S dividing K, without autograd.
+
+    y (B, Cin, F, T) -> (B, Cout, (F - 1) * S + K, T). Output bin f*S + s + j*S receives weight[:, :, j*S + s]
+    applied to input bin f: one (Cout*S, Cin) matmul per phase j, added in place into the output over pieces
+    of input bins, so the transient is a piece, not the (Cout, K, F, T) column buffer of the generic kernel.
+    The same sums in another order: the result agrees with `conv(y)` to float rounding.
+    """
+    weight = conv.weight  # (Cin, Cout, K, 1)
+    stride, kernel = conv.stride[0], weight.shape[2]
+    batch, chin, freqs, frames = y.shape
+    chout, phases = weight.shape[1], kernel // stride
+    out = y.new_empty(batch, chout, freqs + phases - 1, stride, frames)  # bin (g, s) = g*S + s
+    out.copy_(conv.bias.view(1, chout, 1, 1, 1).expand_as(out))
+    step = max(1, INFER_PIECE_ELEMENTS // (chout * stride * frames))
+    for phase in range(phases):
+        w = weight[:, :, phase * stride:(phase + 1) * stride, 0].permute(1, 2, 0).reshape(chout * stride, chin)
+        for first in range(0, freqs, step):
+            piece = y[:, :, first:first + step]
+            count = piece.shape[2]
+            z = torch.matmul(w, piece.reshape(batch, chin, count * frames))  # (B, Cout*S, n*T)
+            out[:, :, phase + first:phase + first + count] += z.view(batch, chout, stride, count, frames).transpose(2, 3)
+    return out.view(batch, chout, (freqs + phases - 1) * stride, frames)
+
+
+def _conv_transpose(conv: nn.Module, y: torch.Tensor) -> torch.Tensor:
+    """A decoder's transposed conv: the piecewise matmul form for frequency layers at inference, else `conv`."""
+    if (isinstance(conv, nn.ConvTranspose2d) and not torch.is_grad_enabled() and conv.bias is not None
+            and conv.kernel_size[1] == 1 and conv.stride[1] == 1 and conv.kernel_size[0] % conv.stride[0] == 0
+            and conv.padding == (0, 0) and conv.groups == 1 and y.dim() == 4):
+        return _freq_conv_transpose(conv, y)
+    return conv(y)
 
 
 class ScaledEmbedding(nn.Module):
@@ -394,7 +443,7 @@ class HDecLayer(nn.Module):
             y = F.glu(self.norm1(self.rewrite(x)), dim=1) if self.rewrite is not None else x
             if self.dconv is not None:
                 y = _dconv_over_freqs(self.dconv, y) if self.freq else self.dconv(y)
-        z = self.norm2(self.conv_tr(y))
+        z = self.norm2(_conv_transpose(self.conv_tr, y))
         if self.freq:
             if self.pad:
                 z = z[..., self.pad : -self.pad, :]
@@ -747,13 +796,22 @@ class HDemucs(nn.Module):
             xt = (mix - meant) / (1e-5 + stdt)
         else:
             xt = None
-        x, xt = (network or self.network)(x, xt)
+        fast_inverse = self.cac and not self.hybrid_old and mix.device.type != "mps" and not torch.is_grad_enabled()
+        if fast_inverse:
+            del z  # x is a copy; the inverse rebuilds the spectrogram from the network's output (less peak memory)
+        handover = [x, xt]  # no reference kept here: the network frees its inputs after their first layers
+        del x, xt
+        x, xt = (network or self.network)(handover.pop(0), handover.pop())
 
         n_src = len(self.sources)
         x = x.view(batch, n_src, -1, freqs, frames)
         on_mps = x.device.type == "mps"  # MPS has no complex tensors
-        if self.cac and not self.hybrid_old and not on_mps and not torch.is_grad_enabled():  # inference fast path
+        if fast_inverse:  # inference fast path, same values
             out = hybrid_inverse_channels(x, std.view(batch), mean.view(batch), length, self.nfft, self.hybrid)
+            del x
+            if self.hybrid:  # in place, in the order of the expression below: no output-sized temporaries
+                out.add_(xt.view(batch, n_src, -1, length).mul_(stdt[:, None])).add_(meant[:, None])
+            return out
         else:
             x = x * std[:, None] + mean[:, None]
             if on_mps:

@@ -391,13 +391,22 @@ class HTDemucs(nn.Module):
         stdt = mix.std(dim=(1, 2), keepdim=True)
         xt = (mix - meant) / (1e-5 + stdt)
 
-        x, xt = (network or self.network)(x, xt)
+        fast_inverse = self.cac and mix.device.type != "mps" and not torch.is_grad_enabled()
+        if fast_inverse:
+            del z  # x is a copy; the inverse rebuilds the spectrogram from the network's output (less peak memory)
+        handover = [x, xt]  # no reference kept here: the network frees its inputs after their first layers
+        del x, xt
+        x, xt = (network or self.network)(handover.pop(0), handover.pop())
 
         n_src = len(self.sources)
         x = x.view(batch, n_src, -1, freqs, frames)
         on_mps = x.device.type == "mps"  # MPS has no complex tensors
-        if self.cac and not on_mps and not torch.is_grad_enabled():  # inference fast path, same values
+        if fast_inverse:  # inference fast path, same values
             out = hybrid_inverse_channels(x, std.view(batch), mean.view(batch), padded, self.nfft)
+            del x
+            # in place, in the order of the expression below: no output-sized temporaries
+            out.add_(xt.view(batch, n_src, -1, padded).mul_(stdt[:, None])).add_(meant[:, None])
+            return out[..., :length] if padded != length else out
         else:
             x = x * std[:, None] + mean[:, None]
             if on_mps:

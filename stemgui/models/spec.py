@@ -110,23 +110,25 @@ def hybrid_inverse_channels(x: torch.Tensor, scale: torch.Tensor, shift: torch.T
     x is (batch, ..., 2·C, F, T); the spectrogram is shift + scale·x with `scale`/`shift` shaped (batch,). The
     values go in one pass straight into the buffer `torch.istft` reads, whose Nyquist bin and (hybrid) border
     frames are zero. Same result as `hybrid_inverse(view_as_complex(...))` (hybrid_old is not handled here) with
-    three full-size copies, two fills and a multiply fewer (this step measured ~4x faster on one thread).
+    three full-size copies, two fills and a multiply fewer (this step measured ~4x faster on one thread). One
+    (batch, source) slice at a time through one reused buffer: the transient is a slice's spectrogram, not all
+    of them (57 MB for four stereo sources of a 10 s segment).
     """
     *lead, chans2, freqs, frames = x.shape
+    chans = chans2 // 2
+    flat = x.reshape(-1, chans2, freqs, frames)
+    per_item = flat.shape[0] // x.shape[0]
     border = 2 if hybrid else 0
-    buf = x.new_empty(*lead, chans2 // 2, freqs + 1, frames + 2 * border, 2)
-    buf[..., freqs, :, :] = 0
-    if border:
-        buf[..., :freqs, :border, :] = 0
-        buf[..., :freqs, frames + border :, :] = 0
-    interior = buf[..., :freqs, border : border + frames, :]  # (..., C, F, T, 2)
-    src = x.view(*lead, chans2 // 2, 2, freqs, frames).movedim(-3, -1)
-    bshape = (-1,) + (1,) * (src.dim() - 1)
-    torch.addcmul(shift.reshape(bshape), src, scale.reshape(bshape), out=interior)
-    z = torch.view_as_complex(buf)  # (..., C, F + 1, T + 2·border)
+    buf = x.new_zeros(chans, freqs + 1, frames + 2 * border, 2)  # the Nyquist bin and border frames stay zero
+    interior = buf[:, :freqs, border : border + frames, :]  # (C, F, T, 2)
+    spec = torch.view_as_complex(buf)  # (C, F + 1, T + 2·border)
     hop = nfft // 4
-    if not hybrid:
-        return istft(z, hop, length)
-    pad = hop // 2 * 3
-    frames_len = hop * math.ceil(length / hop)
-    return istft(z, hop, frames_len + 2 * pad)[..., pad : pad + length]
+    pad = hop // 2 * 3 if hybrid else 0
+    total = hop * math.ceil(length / hop) + 2 * pad if hybrid else length
+    out = x.new_empty(flat.shape[0], chans, length)
+    for index in range(flat.shape[0]):
+        item = index // per_item
+        src = flat[index].view(chans, 2, freqs, frames).movedim(1, -1)
+        torch.addcmul(shift.reshape(-1)[item], src, scale.reshape(-1)[item], out=interior)
+        out[index] = istft(spec, hop, total)[..., pad : pad + length]
+    return out.view(*lead, chans, length)
