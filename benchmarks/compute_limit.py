@@ -185,7 +185,39 @@ def measure_model(name: str, entry: dict, backends: list[str], audio_seconds: fl
                 members * timing["segment_seconds"] * seconds * segments_per_audio_second / 2, 2)
             timing["over_limit"] = round(timing["segment_seconds"] / limit_seconds, 2)
     row["backends"] = timings
+    row["eager_time_by_kind"] = time_by_kind(model, x)
     return row
+
+
+# Which profiler op names are which work; the first matching prefix wins, anything else is "elementwise/norm".
+KIND_OF_OP = (
+    ("conv", ("aten::mkldnn_convolution", "aten::_slow_conv2d", "aten::_convolution", "aten::convolution",
+              "aten::slow_conv", "aten::thnn_conv", "aten::_nnpack")),
+    ("matmul", ("aten::mm", "aten::bmm", "aten::addmm", "aten::baddbmm", "aten::matmul", "aten::linear")),
+    ("attention", ("aten::_scaled_dot_product", "aten::_softmax")),
+    ("lstm", ("aten::mkldnn_rnn", "aten::lstm", "aten::_thnn_fused_lstm")),
+    ("stft/istft", ("aten::_fft_", "aten::unfold_backward", "aten::stft", "aten::istft", "aten::reflection_pad")),
+    ("copies/fills", ("aten::copy_", "aten::cat", "aten::fill_", "aten::zero_", "aten::constant_pad",
+                      "aten::clone", "aten::contiguous", "aten::empty")),
+)
+
+
+def time_by_kind(model: torch.nn.Module, x: torch.Tensor) -> dict[str, dict]:
+    """Where one eager segment forward's time goes (torch profiler, self CPU time, one thread): the FLOP count
+    covers conv / matmul / attention / lstm only, so the other kinds are what the compute limit leaves out."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with torch.inference_mode():
+        model(x)
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            model(x)
+    totals: dict[str, float] = defaultdict(float)
+    for event in prof.key_averages():
+        kind = next((k for k, prefixes in KIND_OF_OP if event.key.startswith(prefixes)), "elementwise/norm")
+        totals[kind] += event.self_cpu_time_total / 1e3
+    whole = sum(totals.values())
+    return {kind: {"ms": round(ms, 1), "share": round(ms / whole, 3)}
+            for kind, ms in sorted(totals.items(), key=lambda item: -item[1])}
 
 
 def add_peak_floor(row: dict, peak_gflops_1core: float, audio_seconds: float) -> None:

@@ -39,3 +39,11 @@ def test_the_peak_floor_is_the_counted_work_at_peak_on_two_cores() -> None:
     row = {"gflop_per_audio_second": 57.0}
     _script().add_peak_floor(row, peak_gflops_1core=95.0, audio_seconds=60.0)
     assert row["peak_floor_seconds_60s_audio_2cores"] == 18.0  # 57 * 60 GFLOP / (2 x 95 GFLOP/s)
+
+
+def test_time_by_kind_sorts_a_forward_into_the_kinds() -> None:
+    net = torch.nn.Sequential(torch.nn.Conv1d(2, 8, 5), torch.nn.GELU(), torch.nn.Conv1d(8, 2, 1))
+    kinds = _script().time_by_kind(net, torch.randn(1, 2, 4000))
+    assert "conv" in kinds and "elementwise/norm" in kinds
+    assert abs(sum(k["share"] for k in kinds.values()) - 1.0) < 0.01
+    assert all(k["ms"] >= 0 for k in kinds.values())
