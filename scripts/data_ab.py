@@ -126,21 +126,25 @@ def judge(model: Path, test_set: Path, args: argparse.Namespace, instrumentals: 
     """Real-voice GNSDR, the synthetic test set's mean uSDR per stem and, given `instrumentals`, the vocals
     stem's level on songs without singing."""
     from stemgui.data.layout import find_tracks, read_mixture, read_stems
-    from stemgui.eval import real_voice
+    from stemgui.eval import bsseval, real_voice
     from stemgui.eval.metrics import usdr
     from stemgui.separate import Separator
 
     separator = Separator.from_path(model)
     rv = real_voice.evaluate_separator(separator, real_voice.clips_from(args.mir1k or None, args.real_voice_clips))
-    per_song = []
+    per_song, drums_in_vocals = [], []
     for track in find_tracks(test_set, "test"):
         stems, _ = read_stems(track)
         mix, _ = read_mixture(track)
         est = np.asarray(separator.separate(mix))[..., : stems.shape[-1]]
         order = [separator.sources.index(s) for s in SOURCES]
         per_song.append(usdr(stems, est[order]))
+        refs, ests = bsseval.prepare(stems.transpose(0, 2, 1), est[order].transpose(0, 2, 1))
+        leak = bsseval.leakage(refs, bsseval.distortion_filters(refs, ests)[0])
+        drums_in_vocals.append(leak[SOURCES.index("vocals"), SOURCES.index("drums")])
     synthetic = {name: round(float(np.mean([s[i] for s in per_song])), 3) for i, name in enumerate(SOURCES)}
-    out = {"real_voice": rv.summary(), "synthetic_usdr": synthetic, "synthetic_songs": len(per_song)}
+    out = {"real_voice": rv.summary(), "synthetic_usdr": synthetic, "synthetic_songs": len(per_song),
+           "synthetic_drums_in_vocals_db": round(float(np.nanmean(drums_in_vocals)), 2)}
     if instrumentals is not None:
         out["vocals_on_instrumentals_db"] = vocals_on_instrumentals(separator, instrumentals)
     return out
@@ -148,14 +152,17 @@ def judge(model: Path, test_set: Path, args: argparse.Namespace, instrumentals: 
 
 def table(arms: dict[str, dict]) -> str:
     leak = all(arm["scores"].get("vocals_on_instrumentals_db") is not None for arm in arms.values())
+    drums = all(arm["scores"].get("synthetic_drums_in_vocals_db") is not None for arm in arms.values())
     head = ("| arm | settings | real-voice vocals GNSDR | real-voice accomp. GNSDR | "
             + " | ".join(f"synthetic {s} uSDR" for s in SOURCES) + " |"
+            + (" drums in synthetic vocals (dB, lower is better) |" if drums else "")
             + (" vocals on instrumentals (dB, lower is better) |" if leak else ""))
-    lines = [head, "|---|---|" + "---:|" * (2 + len(SOURCES) + leak)]
+    lines = [head, "|---|---|" + "---:|" * (2 + len(SOURCES) + drums + leak)]
 
     def row(scores: dict) -> list[float]:
         g, syn = scores["real_voice"]["gnsdr"], scores["synthetic_usdr"]
         values = [g["vocals"], g["accompaniment"], *(syn[s] for s in SOURCES)]
+        values += [scores["synthetic_drums_in_vocals_db"]] if drums else []
         return values + ([scores["vocals_on_instrumentals_db"]] if leak else [])
 
     for name, arm in arms.items():
@@ -230,7 +237,9 @@ def main(argv: list[str] | None = None) -> int:
     atomic_write_text(out / "ab.json", json.dumps(report, indent=1))
     notes = ["Paired: same song seeds, training seed, steps and model; only the generator or training settings "
              "differ. Real voice: MIR-1K held-out singers, GNSDR (dB). Synthetic: uSDR (dB), mean over "
-             f"{arms['A']['scores']['synthetic_songs']} test songs rendered with the default settings."]
+             f"{arms['A']['scores']['synthetic_songs']} test songs rendered with the default settings. Drums in "
+             "vocals: the drums' part of the vocals estimate against its voice part (stemgui.eval.bsseval.leakage), "
+             "mean over the test songs."]
     if args.instrumental_songs:
         notes.append(f"Vocals on instrumentals: the vocals estimate's level against the mix on {args.instrumental_songs} "
                      "songs without singing (-80 dB floor), mean over songs.")

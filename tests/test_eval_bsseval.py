@@ -195,3 +195,16 @@ def test_an_inaccurate_recursion_falls_back_to_the_dense_solve(monkeypatch):
         assert len(calls) == 2  # the joint system, and the sources' own systems (one batched solve)
         for want, have in zip(expected, got):
             np.testing.assert_allclose(have, want, atol=TOL_DB, rtol=0)
+
+
+def test_leakage_reads_each_interferer_apart() -> None:
+    """Estimate 0 holds source 1 at -20 dB and source 2 at -40 dB; estimate 1 holds source 0 at -10.46 dB."""
+    rng = np.random.default_rng(0)
+    refs = 0.1 * rng.standard_normal((3, 4 * 44100, 2))
+    ests = np.stack([refs[0] + 0.1 * refs[1] + 0.01 * refs[2], refs[1] + 0.3 * refs[0], refs[2]])
+    sdr, isr, sir, sar, leak = bsseval.evaluate_with_leakage(refs, ests)
+    assert leak.shape == (3, 3) and np.isnan(np.diag(leak)).all()
+    np.testing.assert_allclose([leak[0, 1], leak[0, 2], leak[1, 0]], [-20.0, -40.0, 20 * np.log10(0.3)], atol=0.05)
+    assert leak[2, 0] == leak[2, 1] == bsseval.LEAKAGE_FLOOR_DB  # nothing leaked: the floor, not rounding noise
+    for got, expected in zip((sdr, isr, sir, sar), bsseval.evaluate(refs, ests)):  # the same metrics as evaluate
+        np.testing.assert_array_equal(got, expected)

@@ -90,6 +90,20 @@ def test_oracle_evaluation_writes_museval_json_tables_and_plots(dataset, tmp_pat
     markdown = (out / "summary.md").read_text()
     assert markdown.startswith("| system | source | SDR (dB)") and "**overall**" in markdown
 
+    # leakage: every other source's level in each estimate; the mixture as every estimate holds each source at
+    # its level in the mix (the pure tones here make the ratio mask's figures ill-defined, see bsseval's notes)
+    assert "leakage (dB against the estimate's own source" in printed
+    with open(out / "leakage.csv", newline="") as handle:
+        leak = {(r["system"], r["estimate"], r["source_in_it"]): float(r["level_db"]) for r in csv.DictReader(handle)}
+    assert len(leak) == 2 * len(SOURCES) * (len(SOURCES) - 1)
+    energy = {song: (s.astype(np.float64) ** 2).sum(axis=(1, 2)) for song, s in stems.items()}
+    for j, estimate in enumerate(SOURCES):
+        for i, other in enumerate(SOURCES):
+            if other != estimate:
+                expected = np.mean([10 * np.log10(e[i] / e[j]) for e in energy.values()])
+                assert leak[("mixture", estimate, other)] == pytest.approx(expected, abs=0.1)
+    assert "| oracle-IRM | vocals |" in (out / "leakage.md").read_text()
+
     # figures: a box plot per metric, a spectrogram comparison per track
     for metric in ("SDR", "ISR", "SIR", "SAR", "uSDR", "SI-SDR", "NSDR"):
         assert (out / f"boxplot_{metric}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

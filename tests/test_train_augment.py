@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from stemgui.train.augment import augment_stems, plan_segment
+from stemgui.train.augment import augment_stems, boost_source, plan_segment
 from stemgui.train.config import AugmentConfig, Config
 
 from helpers import make_musdb
@@ -57,6 +57,27 @@ def test_gain_scales_each_stem_by_one_factor_in_range():
         np.testing.assert_allclose(ratio, ratio.flat[0], rtol=1e-5)
         factors.append(ratio.flat[0])
     assert all(0.5 <= f <= 0.75 for f in factors) and len(set(np.round(factors, 6))) == 4
+
+
+def test_boost_raises_only_the_named_source_in_about_its_share_of_segments():
+    sources = ["drums", "bass", "other", "vocals"]
+    cfg = _only(boost_share=0.5, boost_db=12.0)
+    boosted = []
+    for seed in range(40):
+        stems = _stems()
+        out = boost_source(stems.copy(), np.random.default_rng(seed), sources, cfg)
+        np.testing.assert_array_equal(out[1:], stems[1:])  # bass, other and vocals untouched
+        ratio = out[0] / stems[0]
+        np.testing.assert_allclose(ratio, ratio.flat[0], rtol=1e-5)
+        assert 1.0 <= ratio.flat[0] <= 10 ** (12 / 20) + 1e-5
+        boosted.append(ratio.flat[0] > 1.0)
+    assert 0.3 < np.mean(boosted) < 0.7
+    # off (the default) or a model without that source: nothing drawn, nothing changed
+    rng = np.random.default_rng(0)
+    stems = _stems()
+    assert np.array_equal(boost_source(stems.copy(), rng, sources, _only()), stems)
+    assert rng.random() == np.random.default_rng(0).random()
+    assert np.array_equal(boost_source(stems.copy(), rng, ["vocals", "accompaniment"], cfg), stems)
 
 
 def test_augmentation_is_a_pure_function_of_the_generator():

@@ -210,7 +210,8 @@ def score_track(
         )
     estimates = estimate(system, track, sources, stems, mixture, samplerate, device, shifts)
     win = samplerate  # 1 s frames and hops, as SiSEC
-    sdr, isr, sir, sar = bsseval.evaluate(stems.transpose(0, 2, 1), estimates.transpose(0, 2, 1), win=win, hop=win)
+    sdr, isr, sir, sar, leak = bsseval.evaluate_with_leakage(stems.transpose(0, 2, 1), estimates.transpose(0, 2, 1),
+                                                             win=win, hop=win)
     scores = report.TrackScores(
         system=system.name,
         track=track.name,
@@ -222,6 +223,8 @@ def score_track(
             "uSDR": metrics.usdr(stems, estimates),
             "SI-SDR": metrics.si_sdr(stems, estimates),
             "NSDR": metrics.nsdr(stems, estimates, mixture),
+            # how loud each other source is inside every estimate (a column per interfering source)
+            **{report.LEAK_PREFIX + name: leak[:, i] for i, name in enumerate(sources)},
         },
     )
     report.write_track_json(out_dir / system.name / subset / f"{track.name}.json", scores)
@@ -348,6 +351,10 @@ def run(args: argparse.Namespace) -> int:
     csv_path, md_path = report.write_tables(out_dir, rows)
     print(report.table_text(rows), end="")
     written = [csv_path, md_path]
+    leak_rows = report.leakage_rows(by_system)
+    if leak_rows:
+        print(report.leakage_text(leak_rows), end="")
+        written += report.write_leakage(out_dir, leak_rows)
     try:
         written += report.box_plots(by_system, out_dir)
     except ConfigError as exc:  # figures are extras: the scores are already written

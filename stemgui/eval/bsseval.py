@@ -37,6 +37,8 @@ import scipy.fft
 
 FILTERS_LEN = 512
 """Taps of the distortion filters (museval's default and the SiSEC setting)."""
+LEAKAGE_FLOOR_DB = -100.0
+"""`leakage` reports a part further under its estimate's own source than this as the floor (rounding noise)."""
 
 _BLOCK_FFT = 8192
 _BLOCK_CHUNK = 64
@@ -348,15 +350,62 @@ def evaluate(
     `references`, `estimates`: (sources, samples, channels). Returns (SDR, ISR, SIR, SAR), each
     (sources, frames) in dB; NaN for frames with a silent reference or estimate, +inf for a zero error.
     """
+    return _evaluate(references, estimates, win, hop, padding, filters_len)[:4]
+
+
+def evaluate_with_leakage(references, estimates, win: float = 44100, hop: float = 44100, padding: bool = True,
+                          filters_len: int = FILTERS_LEN) -> tuple[np.ndarray, ...]:
+    """`evaluate`'s (SDR, ISR, SIR, SAR) plus `leakage` (sources x sources, dB) from the same filters."""
+    refs, ests = prepare(references, estimates, padding)
+    *metrics, filt_all = _evaluate(refs, ests, win, hop, False, filters_len)
+    if filt_all is None:
+        filt_all = distortion_filters(refs, ests, filters_len)[0] if refs.size else None
+    nsrc = refs.shape[0]
+    return (*metrics, leakage(refs, filt_all) if filt_all is not None else np.full((nsrc, nsrc), np.nan))
+
+
+def leakage(refs: np.ndarray, filt_all: np.ndarray) -> np.ndarray:
+    """L[j, i]: how loud reference i is inside estimate j, in dB against estimate j's own source.
+
+    BSSEval's projection of estimate j on all references is a sum over sources i of reference i through its
+    512-tap filter `filt_all[j, i]`; SIR lumps every i != j together as the interference. Here each part is
+    kept apart: L[j, i] = 10·log10(energy of part i / energy of part j) over the whole track, so "drums in
+    the vocals" is L[vocals, drums] (e.g. -20: the drums that leaked are 20 dB under the voice). NaN on the
+    diagonal and where a part is silent, LEAKAGE_FLOOR_DB at most. refs (sources, samples, channels), filt_all from `distortion_filters`.
+    """
+    nsrc, length, nchan = refs.shape
+    taps = filt_all.shape[3]
+    nfft = scipy.fft.next_fast_len(length + taps - 1, real=True)
+    weights = _parseval_weights(nfft)
+    energies = np.full((nsrc, nsrc), np.nan)
+    for i in range(nsrc):
+        ref_spec = scipy.fft.rfft(refs[i].T, n=nfft, axis=-1)  # (cj, F)
+        if not np.any(ref_spec):
+            continue
+        for j in range(nsrc):
+            filt_spec = scipy.fft.rfft(filt_all[j, i], n=nfft, axis=1)  # (cj, F, c)
+            part = np.einsum("kf,kfc->cf", ref_spec, filt_spec)  # reference i's part of estimate j, per channel
+            energies[j, i] = float(weights @ (part.real**2 + part.imag**2).sum(axis=0))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = 10 * np.log10(energies / np.diag(energies)[:, None])
+    out[~np.isfinite(out)] = np.nan
+    out = np.maximum(out, LEAKAGE_FLOOR_DB)  # NaN stays NaN
+    np.fill_diagonal(out, np.nan)
+    return out
+
+
+def _evaluate(references, estimates, win: float, hop: float, padding: bool,
+              filters_len: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """`evaluate`, also returning the all-reference filters (None when no frame is scored)."""
     refs, ests = prepare(references, estimates, padding)
     nsrc, length, nchan = refs.shape
     bounds = frame_bounds(length, win, hop)
     results = np.full((4, nsrc, len(bounds)), np.nan)
     if refs.size == 0:
-        return results[0][:, :0], results[1][:, :0], results[2][:, :0], results[3][:, :0]
+        return results[0][:, :0], results[1][:, :0], results[2][:, :0], results[3][:, :0], None
     valid = valid_frames(refs, ests, bounds)
     if not valid.any():
-        return results[0], results[1], results[2], results[3]
+        return results[0], results[1], results[2], results[3], None
 
     filt_all, filt_own = distortion_filters(refs, ests, filters_len)
     taps = filt_all.shape[3]
@@ -420,4 +469,4 @@ def evaluate(
             results[1][:, idx] = _safe_db(energy_true, isr_den).T
             results[2][:, idx] = _safe_db(sir_num, sir_den).T
             results[3][:, idx] = _safe_db(sar_num, sar_den).T
-    return results[0], results[1], results[2], results[3]
+    return results[0], results[1], results[2], results[3], filt_all

@@ -156,6 +156,78 @@ def summarize(systems: dict[str, list[TrackScores]]) -> list[SummaryRow]:
     return rows
 
 
+LEAK_PREFIX = "leak:"
+"""Track metrics `leak:<source>`: that source's level inside each estimate (bsseval.leakage), dB."""
+
+
+@dataclass
+class LeakageRow:
+    system: str
+    estimate: str
+    levels: dict[str, float]
+    """interfering source -> mean over tracks of its level in this estimate (dB against the estimate's source)."""
+
+
+def leakage_rows(systems: dict[str, list[TrackScores]]) -> list[LeakageRow]:
+    """Per system and estimated source, the mean over tracks of every other source's level in it (dB)."""
+    rows = []
+    for system, tracks in systems.items():
+        sources: list[str] = []
+        for scores in tracks:
+            sources += [s for s in scores.sources if s not in sources]
+        for estimate in sources:
+            levels = {other: _nanmean(per_track_values(tracks, LEAK_PREFIX + other, estimate))
+                      for other in sources if other != estimate}
+            if any(math.isfinite(v) for v in levels.values()):
+                rows.append(LeakageRow(system, estimate, levels))
+    return rows
+
+
+def _leak_sources(rows: list[LeakageRow]) -> list[str]:
+    out: list[str] = []
+    for row in rows:
+        out += [s for s in [row.estimate, *row.levels] if s not in out]
+    return out
+
+
+def leakage_markdown(rows: list[LeakageRow]) -> str:
+    sources = _leak_sources(rows)
+    lines = ["| system | estimate | " + " | ".join(f"{s} in it (dB)" for s in sources) + " |",
+             "|---|---|" + "---:|" * len(sources)]
+    for row in rows:
+        cells = ["" if s == row.estimate else _fmt(row.levels.get(s, math.nan)) for s in sources]
+        lines.append(f"| {row.system} | {row.estimate} | " + " | ".join(cells) + " |")
+    lines += ["", "Leakage: each other source's part of the estimate (its BSSEval v4 whole-track projection, "
+              "512-tap filters) against the estimate's own source, dB; mean over tracks. Lower is cleaner: "
+              "-20 means that source is 20 dB under the wanted one."]
+    return "\n".join(lines) + "\n"
+
+
+def leakage_text(rows: list[LeakageRow]) -> str:
+    sources = _leak_sources(rows)
+    header = ["system", "estimate", *(f"{s} in it" for s in sources)]
+    body = [[r.system, r.estimate, *("" if s == r.estimate else _fmt(r.levels.get(s, math.nan)) for s in sources)]
+            for r in rows]
+    widths = [max(len(x) for x in col) for col in zip(header, *body)]
+    lines = ["leakage (dB against the estimate's own source, mean over tracks):"]
+    lines += ["  ".join(cell.rjust(w) if k > 1 else cell.ljust(w) for k, (cell, w) in enumerate(zip(line, widths)))
+              for line in [header, *body]]
+    return "\n".join(lines) + "\n"
+
+
+def write_leakage(out_dir: str | Path, rows: list[LeakageRow]) -> list[Path]:
+    """`leakage.csv` (system, estimate, source, dB) and `leakage.md` in `out_dir`, atomically."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["system", "estimate", "source_in_it", "level_db"])
+    for row in rows:
+        for source, level in row.levels.items():
+            writer.writerow([row.system, row.estimate, source, _fmt(level)])
+    out = Path(out_dir)
+    return [atomic_write_text(out / "leakage.csv", buffer.getvalue()),
+            atomic_write_text(out / "leakage.md", leakage_markdown(rows))]
+
+
 def _present_metrics(rows: list[SummaryRow]) -> list[str]:
     """Table columns: metrics that have a number somewhere (museval files carry no uSDR, for example)."""
     return [m for m in TABLE_METRICS if any(math.isfinite(r.values.get(m, math.nan)) for r in rows)] or list(BSS_METRICS)

@@ -72,6 +72,9 @@ class AugmentConfig:
     gain_min: float = 0.25
     gain_max: float = 1.25
     circular_shift: bool = False  # DRNN's augmentation: the voice rotated by a random offset against the rest
+    boost_source: str = "drums"  # made louder in `boost_share` of the segments: mixes where it dominates
+    boost_share: float = 0.0  # 0 = never (and no extra random draw: the samples stay as before)
+    boost_db: float = 12.0  # the boost, drawn uniformly in [0, boost_db] dB
 
 
 @dataclass
@@ -270,6 +273,8 @@ class Config:
                "data.two_stem_dataset and data.two_stem_every go together (a folder and a step interval >= 2)")
         _check(a.shift >= 0, f"augment.shift must be >= 0 seconds, not {a.shift}")
         _check(0 < a.gain_min <= a.gain_max, "augment.gain_min/gain_max must satisfy 0 < min <= max")
+        _check(0 <= a.boost_share <= 1, f"augment.boost_share must be in [0, 1], got {a.boost_share}")
+        _check(0 <= a.boost_db <= 40, f"augment.boost_db must be in [0, 40], got {a.boost_db}")
         architectures = _architecture_names()
         _check(m.architecture in architectures,
                f"model.architecture must be one of {', '.join(architectures)}, not '{m.architecture}'")
