@@ -4,8 +4,9 @@ glibc gives each thread that allocates its own arena (up to 8 x cores), and an a
 freed for that thread's reuse. With two segments computed at once, each worker's freed activations stay in
 its own arena, so the peak RSS carries both workers' high-water marks plus their fragmentation. Sharing one
 arena lets either worker reuse what the other freed: the bundled model on 60 s (2 workers) peaked at
-976-1,004 MB against 1,051-1,184 MB, at the same speed (benchmarks/separate_speed.py, session notes of
-issue 15). Large allocations take the arena lock for microseconds, so contention costs nothing measurable.
+1,014-1,068 MB (3 runs) against 1,051-1,184 MB (2 runs), at the same speed; as MALLOC_ARENA_MAX=1 set
+before start, 972-1,043 MB (benchmarks/separate_speed.py, issue 15 notes). Large allocations take the arena
+lock for microseconds, so contention costs nothing measurable.
 
 Only glibc has `mallopt`; elsewhere (macOS, Windows, musl) this is a logged no-op.
 """

@@ -339,9 +339,10 @@ class Separator:
     def _wide(self) -> bool:
         """Whether a member is wide enough to keep all CPU threads busy inside each layer on one segment.
 
-        Such a model gains little from concurrent segments or batches (published HTDemucs, 60 s on 2 cores:
-        31 s with two single-threaded segments at a time, 34.7 s one at a time on both threads) but pays their
-        activations twice (2.0 against 1.2 GB peak RSS; the demucs package: 37 s, 1.4-1.5 GB), so it runs one
+        Such a model gains little from concurrent segments or batches but pays their activations twice
+        (published HTDemucs, 60 s on 2 cores: 31 s and 2.0 GB peak RSS two single-threaded segments at a time,
+        34.7 s and 1.2 GB one at a time on both threads; after the inference-memory changes of issue 15 one at
+        a time takes 29.7-31.3 s and 1.07-1.10 GB, the demucs package 36 s and 1.29-1.47 GB), so it runs one
         segment at a time on all threads.
         """
         return any(sum(p.numel() for p in member.parameters()) > WIDE_MODEL_PARAMETERS for member in self.members)
