@@ -144,7 +144,9 @@ def judge(model: Path, test_set: Path, args: argparse.Namespace, instrumentals: 
         drums_in_vocals.append(leak[SOURCES.index("vocals"), SOURCES.index("drums")])
     synthetic = {name: round(float(np.mean([s[i] for s in per_song])), 3) for i, name in enumerate(SOURCES)}
     out = {"real_voice": rv.summary(), "synthetic_usdr": synthetic, "synthetic_songs": len(per_song),
-           "synthetic_drums_in_vocals_db": round(float(np.nanmean(drums_in_vocals)), 2)}
+           "synthetic_drums_in_vocals_db": round(float(np.nanmean(drums_in_vocals)), 2),
+           "synthetic_usdr_per_song": [[round(float(v), 4) for v in song] for song in per_song],
+           "synthetic_drums_in_vocals_per_song": [round(float(v), 4) for v in drums_in_vocals]}
     if instrumentals is not None:
         out["vocals_on_instrumentals_db"] = vocals_on_instrumentals(separator, instrumentals)
     return out
@@ -172,6 +174,23 @@ def table(arms: dict[str, dict]) -> str:
         diff = [b - a for a, b in zip(row(arms["A"]["scores"]), row(arms["B"]["scores"]))]
         lines.append("| B - A | | " + " | ".join(f"{v:+.2f}" for v in diff) + " |")
     return "\n".join(lines) + "\n"
+
+
+def intervals(arms: dict[str, dict]) -> list[str]:
+    """B against A on the synthetic test songs: the paired bootstrap 95 % interval of each column (one line
+    each); empty unless both arms kept their per-song scores."""
+    from stemgui.study.stats import describe, paired_bootstrap
+
+    a, b = (arms.get(name, {}).get("scores", {}) for name in ("A", "B"))
+    if not (a.get("synthetic_usdr_per_song") and b.get("synthetic_usdr_per_song")):
+        return []
+    lines = []
+    for i, source in enumerate(SOURCES):
+        pick = [[song[i] for song in arm["synthetic_usdr_per_song"]] for arm in (b, a)]
+        lines.append("- " + describe(paired_bootstrap(*pick), f"B's synthetic {source} uSDR", "A"))
+    pick = [arm["synthetic_drums_in_vocals_per_song"] for arm in (b, a)]
+    lines.append("- " + describe(paired_bootstrap(*pick), "B's drums in the synthetic vocals (lower is cleaner)", "A"))
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -243,6 +262,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.instrumental_songs:
         notes.append(f"Vocals on instrumentals: the vocals estimate's level against the mix on {args.instrumental_songs} "
                      "songs without singing (-80 dB floor), mean over songs.")
+    paired = intervals(arms)
+    if paired:
+        notes += ["", "Paired over the synthetic test songs (bootstrap 95 % intervals of B - A):", *paired]
     md = table(arms) + "\n" + "\n".join(notes) + f"\nSetup: {json.dumps(setup)}\n"
     atomic_write_text(out / "ab.md", md)
     print(md, end="")

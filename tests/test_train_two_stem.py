@@ -152,3 +152,25 @@ def test_an_ab_judges_the_vocals_stem_on_instrumentals(tmp_path):
     assert md.splitlines()[-1].endswith("| -6.50 |")
     plain = {k: v for k, v in scores(0).items() if k != "vocals_on_instrumentals_db"}
     assert "instrumentals" not in data_ab.table({"A": {"settings": {}, "scores": plain}})
+
+
+def test_an_ab_reports_drums_in_vocals_and_paired_intervals():
+    """scripts/data_ab.py: the drums-in-vocals column and, from per-song scores, one interval line per column."""
+    data_ab = load_script("scripts/data_ab.py")
+
+    def scores(shift: float) -> dict:
+        songs = [[2.0 + shift + 0.01 * k] * 4 for k in range(6)]
+        return {"real_voice": {"gnsdr": {"vocals": 4.0, "accompaniment": 5.0}},
+                "synthetic_usdr": dict.fromkeys(["drums", "bass", "other", "vocals"], 2.0 + shift),
+                "synthetic_drums_in_vocals_db": -12.0 - shift, "synthetic_usdr_per_song": songs,
+                "synthetic_drums_in_vocals_per_song": [-12.0 - shift - 0.1 * k for k in range(6)]}
+
+    arms = {"A": {"settings": {}, "scores": scores(0.0)}, "B": {"settings": {"x": 1}, "scores": scores(0.5)}}
+    md = data_ab.table(arms)
+    assert "drums in synthetic vocals" in md.splitlines()[0] and md.splitlines()[-1].endswith("| -0.50 |")
+    lines = data_ab.intervals(arms)
+    assert len(lines) == 5
+    assert lines[0].startswith("- B's synthetic drums uSDR: 0.50 dB higher than A")
+    assert "drums in the synthetic vocals" in lines[-1] and "0.50 dB lower than A" in lines[-1]
+    del arms["A"]["scores"]["synthetic_usdr_per_song"]  # an arm judged before per-song scores were kept
+    assert data_ab.intervals(arms) == []
