@@ -129,13 +129,19 @@ def per_track_values(tracks: list[TrackScores], metric: str, source: str) -> lis
     return out
 
 
+def sources_in(tracks: list[TrackScores]) -> list[str]:
+    """Every source any of `tracks` scores, in the order they first appear."""
+    sources: list[str] = []
+    for scores in tracks:
+        sources += [s for s in scores.sources if s not in sources]
+    return sources
+
+
 def summarize(systems: dict[str, list[TrackScores]]) -> list[SummaryRow]:
     """Rows (system, source) in order, then an "overall" row per system (mean over sources)."""
     rows: list[SummaryRow] = []
     for system, tracks in systems.items():
-        sources: list[str] = []
-        for scores in tracks:
-            sources += [s for s in scores.sources if s not in sources]
+        sources = sources_in(tracks)
         system_rows = []
         for source in sources:
             values = {}
@@ -172,9 +178,7 @@ def leakage_rows(systems: dict[str, list[TrackScores]]) -> list[LeakageRow]:
     """Per system and estimated source, the mean over tracks of every other source's level in it (dB)."""
     rows = []
     for system, tracks in systems.items():
-        sources: list[str] = []
-        for scores in tracks:
-            sources += [s for s in scores.sources if s not in sources]
+        sources = sources_in(tracks)
         for estimate in sources:
             levels = {other: _nanmean(per_track_values(tracks, LEAK_PREFIX + other, estimate))
                       for other in sources if other != estimate}
@@ -208,11 +212,7 @@ def leakage_text(rows: list[LeakageRow]) -> str:
     header = ["system", "estimate", *(f"{s} in it" for s in sources)]
     body = [[r.system, r.estimate, *("" if s == r.estimate else _fmt(r.levels.get(s, math.nan)) for s in sources)]
             for r in rows]
-    widths = [max(len(x) for x in col) for col in zip(header, *body)]
-    lines = ["leakage (dB against the estimate's own source, mean over tracks):"]
-    lines += ["  ".join(cell.rjust(w) if k > 1 else cell.ljust(w) for k, (cell, w) in enumerate(zip(line, widths)))
-              for line in [header, *body]]
-    return "\n".join(lines) + "\n"
+    return "leakage (dB against the estimate's own source, mean over tracks):\n" + _aligned_text(header, body)
 
 
 def write_leakage(out_dir: str | Path, rows: list[LeakageRow]) -> list[Path]:
@@ -270,6 +270,12 @@ def table_text(rows: list[SummaryRow]) -> str:
     metrics = _present_metrics(rows)
     header = ["system", "source", *metrics, "tracks"]
     body = [[r.system, r.source, *(_fmt(r.values[m]) for m in metrics), str(r.tracks)] for r in rows]
+    return _aligned_text(header, body)
+
+
+def _aligned_text(header: list[str], body: list[list[str]]) -> str:
+    """Columns padded to their widest cell (the first two, names, to the left; numbers to the right), with a
+    rule under the header."""
     widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
     out = []
     for k, line in enumerate([header, *body]):
@@ -340,10 +346,7 @@ def box_plots(systems: dict[str, list[TrackScores]], out_dir: str | Path, metric
     plt = _pyplot()
     out = Path(out_dir)
     names = list(systems)
-    sources: list[str] = []
-    for tracks in systems.values():
-        for scores in tracks:
-            sources += [s for s in scores.sources if s not in sources]
+    sources = sources_in([scores for tracks in systems.values() for scores in tracks])
     colors = {**system_colors(names), **(colors or {})}
     written = []
     for metric in metrics:
