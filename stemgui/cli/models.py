@@ -25,6 +25,12 @@ def register(sub) -> None:
     dl.add_argument("url")
     dl.add_argument("--sha256", default=None, help="expected sha256 of the file")
     dl.add_argument("--name", default=None, help="name of the new model (default: the file's name)")
+    widen = actions.add_parser("widen", help="make a wider Hybrid Demucs that separates exactly as the given one, "
+                                             "to fine-tune (Net2WiderNet)")
+    widen.add_argument("model", help="model name or path (an hdemucs model)")
+    widen.add_argument("out", help="where to write the wide model (.safetensors; its card beside it)")
+    widen.add_argument("--factor", type=int, default=2, help="width multiplier (default 2)")
+    widen.add_argument("--seed", type=int, default=0, help="seed of the random shares that split the copies")
     p.set_defaults(func=run)
 
 
@@ -52,6 +58,12 @@ def run(args: argparse.Namespace) -> int:
         return _get(args.name, args.yes)
     if args.action == "download":
         return _download(args.url, args.sha256, args.name)
+    if args.action == "widen":
+        from stemgui.train.widen import widen_model_file
+
+        out = widen_model_file(args.model, args.out, args.factor, args.seed)
+        print(f"wrote {out}")
+        return 0
     return 2
 
 
