@@ -9,7 +9,10 @@ over the whole song) and a JSON of figures per stem:
 - ``active``: fraction of 0.5 s frames in which the stem is within 20 dB of the mixture's level in that frame;
 - ``flux_share``: the stem's share of the mixture's positive spectral flux above 1 kHz (onsets: hits, plucks);
   a drums stem that "holds the hits" takes most of it on a song with drums;
-- ``band_db``: energy per band (below 250 Hz, 250 Hz-4 kHz, above 4 kHz) relative to the mixture's in that band.
+- ``band_db``: energy per band (below 250 Hz, 250 Hz-4 kHz, above 4 kHz) relative to the mixture's in that band;
+- ``floor_db``: the stem's level against the mixture's in its quietest tenth of the song's loud frames: how far
+  the stem falls silent while its instrument pauses. A vocals stem that keeps the drum hits between phrases has
+  a high floor; one whose gaps are clean, a low one (compare models on the same song).
 
     .venv/bin/python scripts/listen_report.py ../shared/examples/*.ogg ../shared/examples/*.mp3 \
         --model resources/models/default.safetensors --out /work/runs/listen
@@ -70,6 +73,7 @@ def describe(mixture: np.ndarray, stems: np.ndarray, sources: list[str], rate: i
     report = {}
     for name, stem in zip(sources, stems):
         levels = frame_levels(stem, rate)
+        relative = (levels - mix_levels)[loud]
         bands = band_energy(stem, rate)
         report[name] = {
             "share_db": round(10 * np.log10(max(float((stem.astype(np.float64) ** 2).sum()), 1e-12) / mix_energy), 2),
@@ -77,6 +81,7 @@ def describe(mixture: np.ndarray, stems: np.ndarray, sources: list[str], rate: i
             "flux_share": round(float(onset_flux(stem, rate).sum() / max(mix_flux, 1e-12)), 3),
             "band_db": {f"{lo}-{hi}Hz": round(10 * np.log10(max(b, 1e-12) / max(m, 1e-12)), 2)
                         for (lo, hi), b, m in zip(BANDS, bands, mix_bands)},
+            "floor_db": round(float(np.percentile(relative, 10)), 2),
         }
     return report
 

@@ -30,6 +30,21 @@ def test_describe_credits_hits_to_the_stem_that_holds_them():
     assert 0.0 < figures["drums"]["active"] <= 1.0
 
 
+def test_floor_is_the_level_of_a_stem_in_its_pauses():
+    """A voice that sings every other second, with a leak 30 dB under the mixture in its pauses."""
+    report = _load()
+    rate = 8000
+    rng = np.random.default_rng(2)
+    t = np.arange(10 * rate) / rate
+    band = 0.3 * rng.standard_normal(len(t))
+    sung = (np.floor(t) % 2 == 0).astype(float)
+    voice = 0.3 * np.sin(2 * np.pi * 440 * t) * sung + 10 ** (-30 / 20) * 0.3 * rng.standard_normal(len(t)) * (1 - sung)
+    stems = np.stack([np.stack([s, s]) for s in (band, voice)]).astype(np.float32)
+    figures = report.describe(stems.sum(axis=0), stems, ["other", "vocals"], rate)
+    assert -31.5 < figures["vocals"]["floor_db"] < -28.5
+    assert figures["other"]["floor_db"] > -5  # never silent
+
+
 def test_figure_is_written(tmp_path):
     report = _load()
     rate = 8000
