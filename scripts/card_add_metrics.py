@@ -64,6 +64,27 @@ def real_voice_block(path: Path, system: str) -> dict:
             "goal": "vocals >= 5 dB, accompaniment >= 3 dB (issue 16)"}
 
 
+def leakage_block(path: Path, system: str, test_set: str) -> dict:
+    """The card's `metrics.leakage` from evaluate's leakage.csv: each other source's level in each of the
+    system's estimates, and the ideal ratio mask's where the evaluation compared with it."""
+    levels: dict[str, dict[str, dict[str, float]]] = {}
+    with open(path, newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            levels.setdefault(row["system"], {}).setdefault(row["estimate"], {})[row["source_in_it"]] = \
+                round(float(row["level_db"]), 2)
+    if system not in levels:
+        raise SystemExit(f"{path}: no leakage rows for system '{system}' (have {', '.join(levels)})")
+    block = {"set": test_set,
+             "what": "each other source's part of an estimate (BSSEval v4 whole-track projection, 512-tap filters) "
+                     "against the estimate's own source, dB, mean over songs; lower is cleaner",
+             "command": "stemgui evaluate --model MODEL --compare irm --dataset DIR --subset test --out OUT "
+                        "(leakage.csv)",
+             "mean_db": levels[system]}
+    if "oracle-IRM" in levels:
+        block["ideal_ratio_mask_db"] = levels["oracle-IRM"]
+    return block
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("card", type=Path)
@@ -75,6 +96,8 @@ def main() -> None:
     parser.add_argument("--log", type=Path, help="the run's log.jsonl: adds final losses and the validation history")
     parser.add_argument("--real-voice", type=Path,
                         help="real_voice.json from `stemgui evaluate --real-voice`: the system's GNSDR into the card")
+    parser.add_argument("--leakage", type=Path,
+                        help="leakage.csv from `stemgui evaluate`: how loud each other source is in each estimate")
     parser.add_argument("--listen", type=Path, help="listen.json from scripts/listen_report.py (real songs)")
     args = parser.parse_args()
     card = json.loads(args.card.read_text(encoding="utf-8"))
@@ -94,6 +117,8 @@ def main() -> None:
         card["metrics"]["real_songs"] = json.loads(args.listen.read_text(encoding="utf-8"))["songs"]
     if args.real_voice:
         card["metrics"]["real_voice"] = real_voice_block(args.real_voice, args.system)
+    if args.leakage:
+        card["metrics"]["leakage"] = leakage_block(args.leakage, args.system, args.test_set)
     if args.notes:
         card["notes"] = args.notes.read_text(encoding="utf-8").strip()
     tmp = args.card.with_name(f".{args.card.name}.tmp")

@@ -26,8 +26,12 @@ def test_scores_and_the_real_voice_check_go_into_the_card(tmp_path, monkeypatch)
                                                    "clips": 62, "seconds": 491.3}}, "clips": {}}))
     notes = tmp_path / "notes.md"
     notes.write_text("It separates.\n")
+    leakage = tmp_path / "leakage.csv"
+    leakage.write_text("system,estimate,source_in_it,level_db\nm,vocals,drums,-13.441\nm,vocals,bass,-12.7\n"
+                       "oracle-IRM,vocals,drums,-24.5\nother,vocals,drums,-1\n")
     monkeypatch.setattr(sys, "argv", ["x", str(card), "--summary", str(summary), "--system", "m",
-                                      "--test-set", "12 songs", "--real-voice", str(voice), "--notes", str(notes)])
+                                      "--test-set", "12 songs", "--real-voice", str(voice), "--notes", str(notes),
+                                      "--leakage", str(leakage)])
     _script().main()
     out = json.loads(card.read_text())
     assert out["sha256"] == "abc" and out["metrics"]["valid_sdr_mean"] == 1.0
@@ -35,6 +39,9 @@ def test_scores_and_the_real_voice_check_go_into_the_card(tmp_path, monkeypatch)
     rv = out["metrics"]["real_voice"]
     assert rv["gnsdr_db"] == {"vocals": 3.7, "accompaniment": 4.2} and rv["clips"] == 62
     assert out["notes"] == "It separates."
+    leak = out["metrics"]["leakage"]
+    assert leak["mean_db"] == {"vocals": {"drums": -13.44, "bass": -12.7}}
+    assert leak["ideal_ratio_mask_db"] == {"vocals": {"drums": -24.5}} and leak["set"] == "12 songs"
     assert not list(tmp_path.glob(".*.tmp"))
 
 
