@@ -543,7 +543,81 @@ def _rescale_convs(module: nn.Module, reference: float) -> None:
                     sub.bias.div_(scale)
 
 
-class HDemucs(nn.Module):
+class HybridIO:
+    """What Hybrid Demucs and Hybrid Transformer Demucs share around their networks: the spectrogram and the
+    standardised waveform in, the frequency branch's output back to a waveform, plus the time branch's.
+
+    The subclass provides `network(x, xt)`, `sources`, `nfft`, `cac`, `hybrid` and `hybrid_old`.
+    """
+
+    sources: list[str]
+    nfft: int
+    cac: bool
+    hybrid: bool = True
+    hybrid_old: bool = False
+
+    def _spec_to_channels(self, z: torch.Tensor) -> torch.Tensor:
+        """(B, C, F, T) complex -> network input: real/imag as channels (B, 2C, F, T) (cac), else the magnitude."""
+        if not self.cac:
+            return z.abs()
+        batch, chans, freqs, frames = z.shape
+        return torch.view_as_real(z).permute(0, 1, 4, 2, 3).reshape(batch, 2 * chans, freqs, frames)
+
+    def _channels_to_spec(self, z: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """(B, S, C·2, F, T) network output -> (B, S, C, F, T) complex spectrogram per source."""
+        if self.cac:
+            batch, sources, chans, freqs, frames = out.shape
+            out = out.view(batch, sources, chans // 2, 2, freqs, frames).permute(0, 1, 2, 4, 5, 3)
+            return torch.view_as_complex(out.contiguous())
+        # Magnitude mask with the mixture's phase (wiener_iters < 0; Wiener filtering is refused at init).
+        z = z[:, None]
+        return z / (1e-8 + z.abs()) * out
+
+    def _separate(self, mix: torch.Tensor, network: Callable) -> torch.Tensor:
+        """mix (B, C, L) -> stems (B, S, C, L) through `network` (the model's own or an engine backend's copy)."""
+        length = mix.shape[-1]
+        z = hybrid_spectrogram(mix, self.nfft, self.hybrid, self.hybrid_old)
+        x = self._spec_to_channels(z).to(mix.device)
+        batch, _, freqs, frames = x.shape
+
+        # Both branches work on standardised input; the statistics are put back at the end.
+        mean = x.mean(dim=(1, 2, 3), keepdim=True)
+        std = x.std(dim=(1, 2, 3), keepdim=True)
+        x = (x - mean) / (1e-5 + std)
+        if self.hybrid:
+            meant = mix.mean(dim=(1, 2), keepdim=True)
+            stdt = mix.std(dim=(1, 2), keepdim=True)
+            xt = (mix - meant) / (1e-5 + stdt)
+        else:
+            xt = None
+        fast_inverse = self.cac and not self.hybrid_old and mix.device.type != "mps" and not torch.is_grad_enabled()
+        if fast_inverse:
+            del z  # x is a copy; the inverse rebuilds the spectrogram from the network's output (less peak memory)
+        handover = [x, xt]  # no reference kept here: the network frees its inputs after their first layers
+        del x, xt
+        x, xt = network(handover.pop(0), handover.pop())
+
+        n_src = len(self.sources)
+        x = x.view(batch, n_src, -1, freqs, frames)
+        if fast_inverse:  # inference fast path, same values
+            out = hybrid_inverse_channels(x, std.view(batch), mean.view(batch), length, self.nfft, self.hybrid)
+            del x
+            if self.hybrid:  # in place, in the order of the expression below: no output-sized temporaries
+                out.add_(xt.view(batch, n_src, -1, length).mul_(stdt[:, None])).add_(meant[:, None])
+            return out
+        on_mps = x.device.type == "mps"  # MPS has no complex tensors
+        x = x * std[:, None] + mean[:, None]
+        if on_mps:
+            x = x.cpu()
+        out = hybrid_inverse(self._channels_to_spec(z, x), length, self.nfft, self.hybrid, self.hybrid_old)
+        if on_mps:
+            out = out.to("mps")
+        if self.hybrid:
+            out = out + xt.view(batch, n_src, -1, length) * stdt[:, None] + meant[:, None]
+        return out
+
+
+class HDemucs(HybridIO, nn.Module):
     """Hybrid (time + spectrogram) Demucs: (batch, channels, time) -> (batch, sources, channels, time).
 
     Arguments and defaults are those of the published `hdemucs.HDemucs`; the ones that matter most: `channels`
@@ -708,29 +782,6 @@ class HDemucs(nn.Module):
 
     # -- spectrogram in and out ---------------------------------------------------------------------------
 
-    def _spec(self, mix: torch.Tensor) -> torch.Tensor:
-        return hybrid_spectrogram(mix, self.nfft, self.hybrid, self.hybrid_old)
-
-    def _ispec(self, z: torch.Tensor, length: int) -> torch.Tensor:
-        return hybrid_inverse(z, length, self.nfft, self.hybrid, self.hybrid_old)
-
-    def _spec_to_channels(self, z: torch.Tensor) -> torch.Tensor:
-        """(B, C, F, T) complex -> network input: real/imag as channels (cac) or the magnitude."""
-        if not self.cac:
-            return z.abs()
-        batch, chans, freqs, frames = z.shape
-        return torch.view_as_real(z).permute(0, 1, 4, 2, 3).reshape(batch, 2 * chans, freqs, frames)
-
-    def _channels_to_spec(self, z: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-        """(B, S, C·2, F, T) network output -> (B, S, C, F, T) complex spectrogram per source."""
-        if self.cac:
-            batch, sources, chans, freqs, frames = out.shape
-            out = out.view(batch, sources, chans // 2, 2, freqs, frames).permute(0, 1, 2, 4, 5, 3)
-            return torch.view_as_complex(out.contiguous())
-        # Magnitude mask with the mixture's phase (wiener_iters < 0; Wiener filtering is refused at init).
-        z = z[:, None]
-        return z / (1e-8 + z.abs()) * out
-
     # -- forward --------------------------------------------------------------------------------------------
 
     def network(self, x: torch.Tensor, xt: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -781,44 +832,4 @@ class HDemucs(nn.Module):
 
     def forward(self, mix: torch.Tensor, network: Callable | None = None) -> torch.Tensor:
         """mix (B, C, T) -> stems (B, S, C, T); `network` replaces `self.network` (an engine backend's copy)."""
-        length = mix.shape[-1]
-        z = self._spec(mix)
-        x = self._spec_to_channels(z).to(mix.device)
-        batch, _, freqs, frames = x.shape
-
-        # Both branches work on standardised input; the statistics are put back at the end.
-        mean = x.mean(dim=(1, 2, 3), keepdim=True)
-        std = x.std(dim=(1, 2, 3), keepdim=True)
-        x = (x - mean) / (1e-5 + std)
-        if self.hybrid:
-            meant = mix.mean(dim=(1, 2), keepdim=True)
-            stdt = mix.std(dim=(1, 2), keepdim=True)
-            xt = (mix - meant) / (1e-5 + stdt)
-        else:
-            xt = None
-        fast_inverse = self.cac and not self.hybrid_old and mix.device.type != "mps" and not torch.is_grad_enabled()
-        if fast_inverse:
-            del z  # x is a copy; the inverse rebuilds the spectrogram from the network's output (less peak memory)
-        handover = [x, xt]  # no reference kept here: the network frees its inputs after their first layers
-        del x, xt
-        x, xt = (network or self.network)(handover.pop(0), handover.pop())
-
-        n_src = len(self.sources)
-        x = x.view(batch, n_src, -1, freqs, frames)
-        on_mps = x.device.type == "mps"  # MPS has no complex tensors
-        if fast_inverse:  # inference fast path, same values
-            out = hybrid_inverse_channels(x, std.view(batch), mean.view(batch), length, self.nfft, self.hybrid)
-            del x
-            if self.hybrid:  # in place, in the order of the expression below: no output-sized temporaries
-                out.add_(xt.view(batch, n_src, -1, length).mul_(stdt[:, None])).add_(meant[:, None])
-            return out
-        else:
-            x = x * std[:, None] + mean[:, None]
-            if on_mps:
-                x = x.cpu()
-            out = self._ispec(self._channels_to_spec(z, x), length)
-            if on_mps:
-                out = out.to("mps")
-        if self.hybrid:
-            out = out + xt.view(batch, n_src, -1, length) * stdt[:, None] + meant[:, None]
-        return out
+        return self._separate(mix, network or self.network)

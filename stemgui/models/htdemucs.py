@@ -26,8 +26,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from stemgui.models.hdemucs import HDecLayer, HEncLayer, MultiWrap, ScaledEmbedding, _rescale_convs
-from stemgui.models.spec import hybrid_inverse, hybrid_inverse_channels, hybrid_spectrogram
+from stemgui.models.hdemucs import HDecLayer, HEncLayer, HybridIO, MultiWrap, ScaledEmbedding, _rescale_convs
 from stemgui.models.transformer import CrossTransformerEncoder
 
 __all__ = ["HTDemucs"]
@@ -42,7 +41,7 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-class HTDemucs(nn.Module):
+class HTDemucs(HybridIO, nn.Module):
     """Hybrid Transformer Demucs: (batch, channels, time) -> (batch, sources, channels, time).
 
     Arguments and defaults are those of the published `htdemucs.HTDemucs`. The U-Net ones are v3's (see
@@ -280,24 +279,6 @@ class HTDemucs(nn.Module):
             raise ValueError(f"given length {length} is longer than the training length {train}")
         return train
 
-    # -- spectrogram in and out ---------------------------------------------------------------------------
-
-    def _spec_to_channels(self, z: torch.Tensor) -> torch.Tensor:
-        """(B, C, F, T) complex -> network input (B, 2C, F, T) real/imag as channels (cac), else the magnitude."""
-        if not self.cac:
-            return z.abs()
-        batch, chans, freqs, frames = z.shape
-        return torch.view_as_real(z).permute(0, 1, 4, 2, 3).reshape(batch, 2 * chans, freqs, frames)
-
-    def _channels_to_spec(self, z: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-        """(B, S, 2C, F, T) network output -> (B, S, C, F, T) complex spectrogram per source."""
-        if self.cac:
-            batch, sources, chans, freqs, frames = out.shape
-            out = out.view(batch, sources, chans // 2, 2, freqs, frames).permute(0, 1, 2, 4, 5, 3)
-            return torch.view_as_complex(out.contiguous())
-        z = z[:, None]  # magnitude mask with the mixture's phase (wiener_iters < 0)
-        return z / (1e-8 + z.abs()) * out
-
     # -- forward --------------------------------------------------------------------------------------------
 
     def _bottleneck(self, x: torch.Tensor, xt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -378,41 +359,5 @@ class HTDemucs(nn.Module):
                 if length < train:
                     mix = F.pad(mix, (0, train - length))
         padded = mix.shape[-1]
-
-        z = hybrid_spectrogram(mix, self.nfft)
-        x = self._spec_to_channels(z).to(mix.device)
-        batch, _, freqs, frames = x.shape
-
-        # Both branches work on standardised input; the statistics are put back at the end.
-        mean = x.mean(dim=(1, 2, 3), keepdim=True)
-        std = x.std(dim=(1, 2, 3), keepdim=True)
-        x = (x - mean) / (1e-5 + std)
-        meant = mix.mean(dim=(1, 2), keepdim=True)
-        stdt = mix.std(dim=(1, 2), keepdim=True)
-        xt = (mix - meant) / (1e-5 + stdt)
-
-        fast_inverse = self.cac and mix.device.type != "mps" and not torch.is_grad_enabled()
-        if fast_inverse:
-            del z  # x is a copy; the inverse rebuilds the spectrogram from the network's output (less peak memory)
-        handover = [x, xt]  # no reference kept here: the network frees its inputs after their first layers
-        del x, xt
-        x, xt = (network or self.network)(handover.pop(0), handover.pop())
-
-        n_src = len(self.sources)
-        x = x.view(batch, n_src, -1, freqs, frames)
-        on_mps = x.device.type == "mps"  # MPS has no complex tensors
-        if fast_inverse:  # inference fast path, same values
-            out = hybrid_inverse_channels(x, std.view(batch), mean.view(batch), padded, self.nfft)
-            del x
-            # in place, in the order of the expression below: no output-sized temporaries
-            out.add_(xt.view(batch, n_src, -1, padded).mul_(stdt[:, None])).add_(meant[:, None])
-            return out[..., :length] if padded != length else out
-        else:
-            x = x * std[:, None] + mean[:, None]
-            if on_mps:
-                x = x.cpu()
-            out = hybrid_inverse(self._channels_to_spec(z, x), padded, self.nfft)
-            if on_mps:
-                out = out.to("mps")
-        out = out + xt.view(batch, n_src, -1, padded) * stdt[:, None] + meant[:, None]
+        out = self._separate(mix, network or self.network)
         return out[..., :length] if padded != length else out
