@@ -43,6 +43,19 @@ def half_precision_gap(full: Path, half: Path, song: Path, seconds: float) -> di
     return {name: round(float(score), 1) for name, score in zip(ref_sep.sources, scores)}
 
 
+def ship_float16(src: Path, dest: Path, card: dict, song: Path, seconds: float) -> dict[str, float]:
+    """Write the model at `src` to `dest` as float16 weights with `card`, and record in that card what the
+    halving costs: the float16 stems' SDR against the float32 stems' on `seconds` of `song`."""
+    model, _ = load_model(src)
+    dest = save_model(model, dest, card, stored_dtype=torch.float16)
+    gap = half_precision_gap(src, dest, song, seconds)
+    shipped = read_card(dest)  # the weights stay as written; only their card gains the check
+    shipped["stored_dtype_check"] = {"song": song.name, "seconds": seconds, "sdr_of_float16_vs_float32_db": gap}
+    atomic_write_text(card_path(dest), json.dumps(shipped, indent=2) + "\n")
+    log.info("%s -> %s (%.1f MB); float16 vs float32 SDR %s dB", src, dest, dest.stat().st_size / 1e6, gap)
+    return gap
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("study", type=Path, help="the study folder (its runs/<run>/<run>.safetensors)")
@@ -61,16 +74,9 @@ def main(argv: list[str] | None = None) -> int:
         if not name:
             parser.error(f"{item}: expected RUN=NAME")
         src = args.study / "runs" / run / f"{run}.safetensors"
-        model, card = load_model(src)
-        card = dict(card, name=name)
+        card = dict(read_card(src), name=name)
         card["origin"] = {"study": study_name, "run": run, "note": args.origin}
-        dest = save_model(model, args.out / f"{name}.safetensors", card, stored_dtype=torch.float16)
-        gap = half_precision_gap(src, dest, args.song, args.seconds)
-        shipped = read_card(dest)  # the weights stay as written; only their card gains the check
-        shipped["stored_dtype_check"] = {"song": args.song.name, "seconds": args.seconds,
-                                         "sdr_of_float16_vs_float32_db": gap}
-        atomic_write_text(card_path(dest), json.dumps(shipped, indent=2) + "\n")
-        log.info("%s -> %s (%.1f MB); float16 vs float32 SDR %s dB", src, dest, dest.stat().st_size / 1e6, gap)
+        ship_float16(src, args.out / f"{name}.safetensors", card, args.song, args.seconds)
     return 0
 
 
