@@ -29,6 +29,11 @@
 #   D_WARMUP=200 RMS_WARMUP=0 LR_DECAY=cosine DECAY_START=100 LR_MIN_RATIO=0.1 VALID_EVERY=750 SEED=44 \
 #   TWO_STEM_EVERY=2 BASE_MODEL=resources/models/default.safetensors FT_LR=5e-4 \
 #   scripts/train_default.sh --set train.minutes=78 --set data.real_voice=true --set optim.ema_warmup=false --no-progress
+# Tried and NOT shipped (session 13): the fourth version widened x2 (`stemgui models widen`, 9.3 M parameters, exact
+# start) trained 3,198 more steps with the same recipe (/work/runs/default5/train.sh). Synthetic songs improved
+# (held-out uSDR 2.61 -> 2.70 dB) but the model learnt a spike of up to 300x full scale in the last few dozen
+# samples of an input whose length is not the training segment's: real-voice GNSDR fell to 0.21 / -7.37 dB (its
+# validation, on whole clips, dropped between steps 2,000 and 2,500). A run like it needs a guard on that edge.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
