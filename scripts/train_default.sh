@@ -121,6 +121,7 @@ exec "$PYTHON" -m stemgui train \
     --workers "$WORKERS" \
     --seed "$SEED" \
     --set "train.threads=$THREADS" \
+    --set "train.keep_best=true" \
     "${EXTRA[@]}" \
     "${RESUME[@]}" \
     "$@"

@@ -303,3 +303,36 @@ def test_validation_leaves_silent_excerpts_out_of_a_source_mean(dataset, tmp_pat
     assert result["drums"] == pytest.approx(20.0, abs=0.1)
     assert result["bass"] == pytest.approx(20.0, abs=0.1)  # the silent excerpt is left out
     assert result["vocals"] < -20  # silent in every excerpt: the plain mean, still reported
+
+
+def test_keep_best_keeps_the_model_of_the_best_validation(dataset, tmp_path):
+    """A late collapse (real singing lost while synthetic songs improved, session 13) cannot take the best model."""
+    from stemgui.train.trainer import BEST_MODEL
+
+    cfg = tiny_config(dataset, tmp_path / "m.safetensors", preset="l1", steps=6)
+    cfg.train.valid_every = 1
+    cfg.train.keep_best = True
+    cfg.optim.lr = 3e-2  # big steps: the validation score moves both ways
+    result = Trainer(cfg).run()
+    records = [json.loads(line) for line in (result.run_dir / "log.jsonl").read_text().splitlines()]
+    valid = [r for r in records if r["event"] == "valid"]
+    kept = [r for r in records if r["event"] == "best"]
+    scores = [r["valid_sdr_mean"] for r in valid]
+    assert len(valid) == 6 and kept
+    best_step = valid[scores.index(max(scores))]["step"]
+    assert kept[-1]["step"] == best_step
+    assert all(b["score"] > a["score"] for a, b in zip(kept, kept[1:]))  # only improvements are written
+    _, card = load_model(result.run_dir / BEST_MODEL)
+    assert card["training"]["best"]["step"] == best_step
+    assert card["training"]["best"]["score"] == round(max(scores), 4)
+    assert card["training"]["steps"] == best_step
+    _, final_card = load_model(result.out)
+    assert final_card["training"]["steps"] == 6 and "best" not in final_card["training"]
+
+
+def test_validation_score_prefers_the_real_voice_check():
+    from stemgui.train.trainer import validation_score
+
+    assert validation_score({"valid_sdr_mean": 2.5}) == 2.5
+    assert validation_score({"valid_sdr_mean": 2.7, "real_voice": {"gnsdr": {"vocals": 1.0, "accompaniment": -5.0}}}) == -2.0
+    assert validation_score({}) is None

@@ -189,6 +189,9 @@ class TrainConfig:
     log: str = ""  # JSON lines; default <run_dir>/log.jsonl
     checkpoint_every: int = 500
     keep_checkpoints: int = 2
+    # Write the model to <run_dir>/best.safetensors at each validation that beats the best so far (score:
+    # `trainer.validation_score`). The run's own output stays the last step's; a late collapse cannot take the best.
+    keep_best: bool = False
     valid_every: int = 1000
     log_every: int = 10
     max_bad_steps: int = 20  # consecutive non-finite steps before giving up

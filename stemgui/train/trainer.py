@@ -151,6 +151,21 @@ class StopRequest:
 
 
 # ------------------------------------------------------------------------------------------------------ trainer
+BEST_MODEL = "best.safetensors"
+BEST_BY = "mean of the real-voice check's vocals and accompaniment GNSDR when it runs, else valid_sdr_mean"
+
+
+def validation_score(metrics: dict[str, Any]) -> float | None:
+    """The number train.keep_best ranks validations by (higher is better): the real-voice check when it ran
+    (real singing is what the vocals stem is for, and synthetic songs can miss a collapse on it), else the
+    synthetic validation's mean SDR."""
+    real = metrics.get("real_voice")
+    if real and real.get("gnsdr"):
+        return float(np.mean([float(v) for v in real["gnsdr"].values()]))
+    value = metrics.get("valid_sdr_mean")
+    return None if value is None else float(value)
+
+
 class Trainer:
     """Owns models, optimizers, data and the loop; `run()` trains to cfg.train.steps."""
 
@@ -477,10 +492,33 @@ class Trainer:
             if metrics:
                 self.metrics = metrics
                 self._log({"event": "valid", "step": self.step, **metrics})
+                if self.cfg.train.keep_best:
+                    self._keep_if_best(metrics)
         barrier(self.env)
 
+    def _keep_if_best(self, metrics: dict[str, Any]) -> None:
+        """train.keep_best: export the model to run_dir/best.safetensors when this validation beats the best so
+        far. The best score lives in that file's card, so a resumed run compares with it."""
+        from stemgui.models.card import read_card
+
+        score = validation_score(metrics)
+        if score is None or not math.isfinite(score):
+            return
+        path = self.run_dir / BEST_MODEL
+        if path.is_file():
+            try:
+                best = float(read_card(path)["training"]["best"]["score"])
+            except (StemGUIError, KeyError, TypeError, ValueError):
+                best = -math.inf  # an unreadable best is replaced
+            if score <= best:
+                return
+        self.export(out=path, best={"step": self.step, "score": round(score, 4), "by": BEST_BY})
+        self._log({"event": "best", "step": self.step, "score": round(score, 4), "path": str(path)})
+
     # -------------------------------------------------------------------------------------------- output
-    def export(self, stopped: bool = False) -> Path | None:
+    def export(self, stopped: bool = False, out: Path | None = None,
+               best: dict[str, Any] | None = None) -> Path | None:
+        """The model (EMA weights when kept) and its card to `out` (default: train.out)."""
         if not self.env.is_main:
             return None
         from stemgui.models.card import save_model
@@ -506,7 +544,9 @@ class Trainer:
         if self.cfg.loss.preset == "drnn":
             card["training"]["losses"].update(divergence=self.cfg.loss.divergence,
                                               discriminative=self.cfg.loss.discriminative)
-        return save_model(model, self.out, card)
+        if best is not None:
+            card["training"]["best"] = best
+        return save_model(model, out or self.out, card)
 
     def _cpu_budget_spent(self) -> bool:
         """train.cpu_minutes: whether this run's process CPU time has reached its budget (any rank decides)."""
