@@ -30,6 +30,7 @@ import numpy as np
 
 from stemgui.audio.load import load_audio
 from stemgui.eval.report import _pyplot, _save_figure, log_mel, loudest_excerpt
+from stemgui.refine import REFINE_CHOICES
 from stemgui.separate import SeparationSettings, Separator
 
 FRAME_S = 0.5
@@ -121,8 +122,10 @@ def main() -> int:
     parser.add_argument("songs", nargs="+", type=Path)
     parser.add_argument("--model", required=True, type=Path)
     parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--refine", default="auto", choices=REFINE_CHOICES,
+                        help="mixture refinement (stemgui.refine; default: auto, the model card's)")
     args = parser.parse_args()
-    separator = Separator.from_path(args.model, SeparationSettings())
+    separator = Separator.from_path(args.model, SeparationSettings(refine=args.refine))
     rate = separator.samplerate
     sources = list(separator.sources)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -134,7 +137,8 @@ def main() -> int:
         figure(args.out / f"{song.stem}.png", mixture, stems, sources, rate, f"{song.name} — {args.model.name}")
         print(song.name, json.dumps(results[song.name]), flush=True)
     tmp = args.out / ".listen.json.tmp"
-    tmp.write_text(json.dumps({"model": str(args.model), "songs": results}, indent=2) + "\n")
+    tmp.write_text(json.dumps({"model": str(args.model), "refine": separator.refine_mode, "songs": results},
+                              indent=2) + "\n")
     os.replace(tmp, args.out / "listen.json")
     return 0
 

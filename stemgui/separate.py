@@ -8,6 +8,9 @@ time-equivariant. The numbers match the reference `apply_model` of the Demucs pr
 Segments are processed in time order and a region is handed to `on_chunk` as soon as no later segment can
 touch it: the GUI plays what is finished while the rest computes, and long songs stream to disk without the
 engine ever holding more than a few segments of estimates (`keep_output=False`).
+
+With a mixture refinement (`refine`, stemgui.refine) each finished region goes through a streaming STFT post-filter
+that shares the song's own spectrogram out by the stems; refined regions follow a fraction of a second behind.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from stemgui.allocator import share_malloc_arena
 from stemgui.devices import pick_device
 from stemgui.errors import Cancelled, StemGUIError
 from stemgui.models.bag import is_bag
+from stemgui.refine import REFINE_CHOICES, StreamingRefiner, resolve_mode
 
 _T = TypeVar("_T")
 MAX_SHIFT_SECONDS = 0.5
@@ -52,6 +56,7 @@ class SeparationSettings:
     seed: int = 0
     exact_sum: bool = False  # stems sum exactly to the input: the residual goes to "other"
     transition_power: float = 1.0
+    refine: str = "auto"  # mixture refinement (stemgui.refine): auto = what the model card recommends, else off
 
     def validate(self) -> None:
         if self.segment is not None and self.segment <= 0:
@@ -64,6 +69,8 @@ class SeparationSettings:
             raise StemGUIError(f"batch size must be >= 1, got {self.batch_size}")
         if self.transition_power < 1.0:
             raise StemGUIError("transition power must be >= 1")
+        if self.refine not in REFINE_CHOICES:
+            raise StemGUIError(f"refine must be one of {', '.join(REFINE_CHOICES)}, got {self.refine!r}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -204,6 +211,7 @@ class Separator:
         self.samplerate: int = int(getattr(model, "samplerate", 44100))
         self.audio_channels: int = int(getattr(model, "audio_channels", 2))
         self.name: str = str(self.card.get("name") or (self.model_path.stem if self.model_path else "model"))
+        self.refine_mode: str = resolve_mode(self.settings.refine, self.card, self.sources)
 
     @classmethod
     def from_path(cls, path: str | os.PathLike, settings: SeparationSettings | None = None, *,
@@ -419,6 +427,23 @@ class Separator:
                 batch.append(jobs[index + len(batch)])
             index += len(batch)
             batches.append(batch)
+        refiner = (StreamingRefiner(self.refine_mode, self.sources, channels, length)
+                   if self.refine_mode != "off" else None)
+
+        def hand_over(start: int, end: int, region: np.ndarray) -> None:
+            if output is not None:
+                output[..., start:end] = region
+            if on_chunk:
+                on_chunk(start, end, region)
+
+        def deliver(start: int, end: int, region: np.ndarray) -> None:
+            """A finished region of model stems: refined (a little later) or handed over as it is."""
+            if refiner is None:
+                hand_over(start, end, region)
+                return
+            for piece in refiner.push(region, mix[..., start:end]):
+                hand_over(*piece)
+
         emitted = 0
         total_work = sum(j.length for j in jobs)
         done_work = 0
@@ -468,11 +493,7 @@ class Separator:
                         frontier = min(frontier, starts[consumed[i]])
                 frontier = min(max(0, frontier), length)
                 if frontier > emitted:
-                    region = self._finish(passes, mix, emitted, frontier)
-                    if output is not None:
-                        output[..., emitted:frontier] = region
-                    if on_chunk:
-                        on_chunk(emitted, frontier, region)
+                    deliver(emitted, frontier, self._finish(passes, mix, emitted, frontier))
                     emitted = frontier
                 if progress:
                     elapsed = time.perf_counter() - started
@@ -484,11 +505,10 @@ class Separator:
                 pool.shutdown(wait=True, cancel_futures=True)
                 torch.set_num_threads(main_threads)  # the workers' setting also changed torch's global default
         if emitted < length:  # only reachable for degenerate inputs; keep the contract anyway
-            region = self._finish(passes, mix, emitted, length)
-            if output is not None:
-                output[..., emitted:length] = region
-            if on_chunk:
-                on_chunk(emitted, length, region)
+            deliver(emitted, length, self._finish(passes, mix, emitted, length))
+        if refiner is not None:
+            for start, end, region in refiner.finish():
+                hand_over(start, end, region)
         return output
 
     @staticmethod
@@ -560,6 +580,7 @@ class Separator:
             "model": {"name": self.name, "path": str(self.model_path) if self.model_path else None,
                       "sha256": self.card.get("sha256")},
             "settings": self.settings.to_dict(),
+            "refine": self.refine_mode,
             "device": str(self.device),
             "engine": self.engine(),
             "input": {"path": str(input_path) if input_path else None,

@@ -27,11 +27,13 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class System:
-    """One thing to score: `kind` "model" (target = model name or path) or "oracle" (target = irm|ibm|mix)."""
+    """One thing to score: `kind` "model" (target = model name or path) or "oracle" (target = irm|ibm|mix);
+    a model runs with mixture refinement `refine` (stemgui.refine)."""
 
     name: str
     kind: str
     target: str
+    refine: str = "auto"
 
 
 def register(sub) -> None:
@@ -61,6 +63,9 @@ def register(sub) -> None:
     p.add_argument("--plot-seconds", type=float, default=10.0, help="excerpt shown in --plots (default: 10)")
     p.add_argument("--device", default="cpu", help="device for models: cpu, cuda, auto (default: cpu)")
     p.add_argument("--shifts", type=int, default=0, help="random-shift passes for models (default: 0)")
+    p.add_argument("--refine", default="auto", metavar="MODE[,MODE]",
+                   help="mixture refinement of models' stems: auto (the model card's), off, ratio, wiener, vocals; "
+                   "several, comma-separated, score each model once per mode, side by side (default: auto)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--real-voice", action="store_true",
                    help="also score the real-voice check: MIR-1K's held-out singers, vocals vs the sum of the "
@@ -76,10 +81,24 @@ def _safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._+-]+", "_", text).strip("_") or "system"
 
 
+def refine_modes(text: str) -> list[str]:
+    """`--refine`'s comma-separated modes, checked, in order, without repeats."""
+    from stemgui.errors import ConfigError
+    from stemgui.refine import REFINE_CHOICES
+
+    modes = list(dict.fromkeys(m.strip().lower() for m in (text or "auto").split(",") if m.strip()))
+    bad = [m for m in modes if m not in REFINE_CHOICES]
+    if bad or not modes:
+        raise ConfigError(f"--refine {text!r}: choose from {', '.join(REFINE_CHOICES)} (comma-separated)")
+    return modes
+
+
 def systems_from_args(args: argparse.Namespace) -> list[System]:
-    """The systems to score, in table order, with unique folder-safe names."""
+    """The systems to score, in table order, with unique folder-safe names; a model once per --refine mode
+    (named MODEL+MODE, plain MODEL for a lone "auto")."""
     from stemgui.errors import ConfigError
 
+    modes = refine_modes(getattr(args, "refine", "auto"))
     wanted: list[tuple[str, str]] = []
     if args.model:
         wanted.append(("model", args.model))
@@ -97,11 +116,13 @@ def systems_from_args(args: argparse.Namespace) -> list[System]:
             continue
         seen.add((kind, target))
         base = ORACLE_LABELS[target] if kind == "oracle" else _safe_name(Path(target).stem if kind == "model" else target)
-        name, k = base, 2
-        while name in names:
-            name, k = f"{base}-{k}", k + 1
-        names.add(name)
-        systems.append(System(name, kind, target))
+        for mode in (modes if kind == "model" else ["auto"]):
+            label = base if modes == ["auto"] or kind != "model" else f"{base}+{mode}"
+            name, k = label, 2
+            while name in names:
+                name, k = f"{label}-{k}", k + 1
+            names.add(name)
+            systems.append(System(name, kind, target, mode))
     return systems
 
 
@@ -124,7 +145,7 @@ def scored_sources(systems: list[System], args: argparse.Namespace) -> list[str]
         return sources
     for system in systems:
         if system.kind == "model":
-            return list(_separator(system.target, args.device, args.shifts).sources)
+            return list(_separator(system.target, args.device, args.shifts, system.refine).sources)
     return list(SOURCES)
 
 
@@ -150,15 +171,16 @@ def model_estimate_plan(target: str, model_sources: list[str], sources: list[str
 
 # ---------------------------------------------------------------- work done per (system, track), maybe in a worker
 
-_SEPARATORS: dict[tuple[str, str, int], object] = {}
+_SEPARATORS: dict[tuple[str, str, int, str], object] = {}
 
 
-def _separator(target: str, device: str, shifts: int):
-    key = (target, device, shifts)
+def _separator(target: str, device: str, shifts: int, refine: str = "auto"):
+    key = (target, device, shifts, refine)
     if key not in _SEPARATORS:
         from stemgui.separate import SeparationSettings, Separator
 
-        _SEPARATORS[key] = Separator.from_path(target, SeparationSettings(device=device, shifts=shifts))
+        _SEPARATORS[key] = Separator.from_path(target, SeparationSettings(device=device, shifts=shifts,
+                                                                          refine=refine))
     return _SEPARATORS[key]
 
 
@@ -178,7 +200,7 @@ def estimate(system: System, track, sources: list[str], stems, mixture, samplera
 
     if system.kind == "oracle":
         return oracle_estimates(stems, system.target)
-    separator = _separator(system.target, device, shifts)
+    separator = _separator(system.target, device, shifts, system.refine)
     plan = model_estimate_plan(system.target, list(separator.sources), sources)
     out = separate_like(separator, mixture, samplerate, stems.shape[1], stems.shape[-1])
     picked = np.stack([out[rows].sum(axis=0) for rows in plan])
@@ -258,7 +280,7 @@ def run_real_voice(systems: list[System], args: argparse.Namespace, out_dir: Pat
         if system.kind != "model":
             print(f"stemgui: note: real-voice check skips {system.name} (oracles need the true stems)", file=sys.stderr)
             continue
-        separator = _separator(system.target, args.device, args.shifts)
+        separator = _separator(system.target, args.device, args.shifts, system.refine)
         from tqdm import tqdm
 
         with tqdm(total=len(clips), desc=f"real voice {system.name}", unit="clip", file=sys.stderr,
@@ -309,8 +331,8 @@ def run(args: argparse.Namespace) -> int:
     check_sources(args.dataset, tracks, sources, wanted_by)
     for system in systems:
         if system.kind == "model":
-            model_estimate_plan(system.target, list(_separator(system.target, args.device, args.shifts).sources),
-                                sources)
+            model_estimate_plan(system.target, list(_separator(system.target, args.device, args.shifts,
+                                                               system.refine).sources), sources)
     tasks = [(system, track) for system in systems for track in tracks]
     kwargs = dict(device=args.device, shifts=args.shifts, plots=args.plots, plot_seconds=args.plot_seconds)
 

@@ -17,6 +17,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from stemgui.refine import REFINE_CHOICES
+
 FORMATS = ("wav", "flac", "mp3")
 CLIP_MODES = ("rescale", "clamp")
 HEADROOM = 0.99  # a rescaled song peaks here, not at 1.0: no rounding up to full scale, room for mp3's overshoot
@@ -44,6 +46,9 @@ def register(sub) -> None:
     p.add_argument("--two-stems", default=None, metavar="STEM",
                    help="write STEM and no_STEM (= song minus STEM), e.g. --two-stems vocals for karaoke")
     p.add_argument("--exact-sum", action="store_true", help="stems sum exactly to the input (residual -> other)")
+    p.add_argument("--refine", choices=REFINE_CHOICES, default="auto",
+                   help="share the song's own spectrogram out by the stems: ratio, wiener, vocals (cleanest vocals "
+                   "stem), off; auto = what the model card recommends (default: auto)")
     p.add_argument("--reference", default=None, metavar="DIR",
                    help="folder with the true stems (<stem>.wav): print SDR per stem")
     p.add_argument("--backend", choices=("auto", "eager", "compile", "onnx"), default="auto",
@@ -59,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
 
     settings = SeparationSettings(segment=args.segment, overlap=args.overlap, shifts=args.shifts,
                                   batch_size=args.batch_size, device=args.device, seed=args.seed,
-                                  exact_sum=args.exact_sum)
+                                  exact_sum=args.exact_sum, refine=args.refine)
     separator = Separator.from_path(args.model, settings, backend=args.backend, precision=args.precision)
     wanted = _wanted_stems(args, separator.sources)
     if args.reference and len(args.songs) != 1:

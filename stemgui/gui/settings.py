@@ -6,6 +6,8 @@ from pathlib import Path
 
 from PySide6.QtCore import QSettings
 
+from stemgui.refine import REFINE_CHOICES
+
 ORGANIZATION = "StemGUI"
 APPLICATION = "StemGUI"
 MAX_RECENT = 10
@@ -81,6 +83,16 @@ class AppSettings:
     @exact_sum.setter
     def exact_sum(self, value: bool) -> None:
         self._set("separation/exact_sum", bool(value))
+
+    @property
+    def refine(self) -> str:
+        """Mixture refinement (stemgui.refine): "auto" follows the model card's recommendation."""
+        value = self._get("separation/refine", "auto", str)
+        return value if value in REFINE_CHOICES else "auto"
+
+    @refine.setter
+    def refine(self, value: str) -> None:
+        self._set("separation/refine", str(value))
 
     # export
     @property

@@ -32,6 +32,10 @@ from stemgui.models.registry import list_models, resolve_model
 from stemgui.separate import SeparationSettings
 
 log = logging.getLogger(__name__)
+
+REFINE_LABELS = {"auto": "Model's choice", "off": "Off (raw model stems)", "vocals": "Cleaner vocals",
+                 "wiener": "Wiener (all stems)", "ratio": "Magnitude shares"}
+"""The Clean-up choices (stemgui.refine modes) as the panel names them."""
 NO_MODEL_HTML = "<i>No model found: install one or pass --model.</i>"
 
 
@@ -100,6 +104,17 @@ class SeparationSettingsPanel(QWidget):
                                         "like the original. Off: the model's raw stems.")
         self.exact_sum_check.toggled.connect(self._on_exact_sum)
         form.addRow("", self.exact_sum_check)
+        self.refine_combo = QComboBox()
+        for mode, label in REFINE_LABELS.items():
+            self.refine_combo.addItem(label, mode)
+        self.refine_combo.setCurrentIndex(max(0, self.refine_combo.findData(settings.refine)))
+        self.refine_combo.setToolTip(
+            "Share the song's own spectrogram out by the stems after separating (a Wiener-style post-filter).\n"
+            "Cleaner vocals: the voice against everything else, so drum hits and other traces between the\n"
+            "phrases drop out of the vocals lane. Stems sum to the song with any clean-up on.\n"
+            "Model's choice: what the model card recommends (measured per model).")
+        self.refine_combo.currentIndexChanged.connect(self._on_refine)
+        form.addRow("Clean-up", self.refine_combo)
 
         self.format_combo = QComboBox()
         self.format_combo.addItems(list(EXPORT_FORMATS))
@@ -174,7 +189,7 @@ class SeparationSettingsPanel(QWidget):
             self.settings.model = data
         card = self.current_card()
         self.card_label.setText((card_html(card) if card else NO_MODEL_HTML) + self._exact_sum_html()
-                                + self._engine_html(card))
+                                + self._refine_html(card) + self._engine_html(card))
 
     def _engine_html(self, card: dict | None) -> str:
         """How the separation will run (stemgui/backends.py); separation.json records what actually ran."""
@@ -191,6 +206,21 @@ class SeparationSettingsPanel(QWidget):
         return ("<br><i>Stems add up to the song (residual in 'other').</i>" if on
                 else "<br><i>Raw model stems: they may not add up to the song.</i>")
 
+    def _refine_html(self, card: dict | None) -> str:
+        from stemgui.refine import resolve_mode
+
+        if not card:
+            return ""
+        try:
+            mode = resolve_mode(self.settings.refine, card, list(card.get("sources") or []))
+        except StemGUIError as exc:
+            return f"<br><i>Clean-up: {exc}</i>"
+        return "" if mode == "off" else f"<br><i>Clean-up: {REFINE_LABELS[mode].lower()}.</i>"
+
+    def _on_refine(self, _index: int) -> None:
+        self.settings.refine = self.refine_combo.currentData()
+        self._on_model_changed()
+
     def _on_exact_sum(self, on: bool) -> None:
         self.settings.exact_sum = bool(on)
         self._on_model_changed()
@@ -199,7 +229,7 @@ class SeparationSettingsPanel(QWidget):
     def separation_settings(self) -> SeparationSettings:
         return SeparationSettings(segment=self.settings.segment or None, overlap=self.settings.overlap,
                                   shifts=self.settings.shifts, device=self.settings.device, batch_size=1,
-                                  exact_sum=self.settings.exact_sum)
+                                  exact_sum=self.settings.exact_sum, refine=self.settings.refine)
 
     def _choose_folder(self) -> None:
         folder = self.dialogs.choose_folder(self.folder_edit.text())

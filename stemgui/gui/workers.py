@@ -162,10 +162,17 @@ def get_separator(model_path: Path, settings: SeparationSettings) -> Separator:
     return _separators[key]
 
 
-def cache_settings(settings: SeparationSettings) -> dict:
-    """The settings that change the stems (not the device or batch size)."""
+def cache_settings(settings: SeparationSettings, card: dict | None = None) -> dict:
+    """The settings that change the stems (not the device or batch size); with the model's `card`, the
+    refinement that will run rather than "auto" (a card that changes its recommendation misses the cache)."""
     d = settings.to_dict()
-    return {k: d[k] for k in ("segment", "overlap", "shifts", "seed", "exact_sum", "transition_power") if k in d}
+    keys = ("segment", "overlap", "shifts", "seed", "exact_sum", "transition_power", "refine")
+    out = {k: d[k] for k in keys if k in d}
+    if card is not None:
+        from stemgui.refine import resolve_mode
+
+        out["refine"] = resolve_mode(settings.refine, card, list(card.get("sources") or []))
+    return out
 
 
 def input_notes(song: Path, model_rate: int) -> list[str]:
@@ -251,7 +258,7 @@ class SeparationWorker(QThread):
         if self.song.stat().st_size == 0:
             raise AudioError(f"{self.song.name}: the file is empty.")
         notes = input_notes(self.song, samplerate)
-        key = cache_key(file_digest(self.song), file_digest(self.model_path), cache_settings(self.settings))
+        key = cache_key(file_digest(self.song), file_digest(self.model_path), cache_settings(self.settings, card))
         cached = self.cache.get(key)  # checks every lane's checksum: a damaged entry is a miss
         flag.check()
         if cached is not None and cached.samplerate == samplerate and cached.audio.shape[1] == 2:
