@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from test_separate_engine import ScaleModel  # stems = fixed fractions (0.1, 0.2, 0.3, 0.4) of the song
 
 from stemgui.errors import StemGUIError
 from stemgui.refine import REFINE_MODES, StreamingRefiner, masks, refine, resolve_mode
@@ -145,22 +146,6 @@ def test_modes_resolve_from_the_card():
 
 
 # ---------------------------------------------------------------- the engine
-
-
-class ScaleModel(torch.nn.Module):
-    """Stems = fixed fractions of the song (what tests/test_separate_engine.py uses)."""
-
-    sources = SOURCES
-    samplerate = SR
-    audio_channels = 2
-    segment = 1.0
-
-    def __init__(self, weights=(0.1, 0.2, 0.3, 0.4)) -> None:
-        super().__init__()
-        self.register_buffer("w", torch.tensor(weights).view(1, -1, 1, 1))
-
-    def forward(self, mix):
-        return mix[:, None] * self.w
 
 
 class WobbleModel(ScaleModel):
