@@ -195,11 +195,16 @@ class StreamingRefiner:
             self._acc = torch.nn.functional.pad(self._acc, (0, grow))
             self._env = torch.nn.functional.pad(self._env, (0, grow))
         base = start - self._out_start
-        folded = torch.nn.functional.fold(frames.reshape(-1, count, nfft).transpose(1, 2), (1, span),
-                                          (1, nfft), stride=(1, hop))  # (S*C, 1, 1, span): overlap-add
-        self._acc[..., base:base + span] += folded.reshape(self.n_src, self.channels, span)
-        env = self.window.square().repeat(count, 1).T.unsqueeze(0)  # (1, N, T)
-        self._env[base:base + span] += torch.nn.functional.fold(env, (1, span), (1, nfft), stride=(1, hop)).reshape(span)
+        # overlap-add: with hop = nfft / 4, quarter q of frame t lands on hop-sized block t + q of the span
+        quarters = frames.reshape(self.n_src, self.channels, count, 4, hop)
+        added = torch.zeros(self.n_src, self.channels, count + 3, hop)
+        env = torch.zeros(count + 3, hop)
+        window_sq = self.window.square().reshape(4, hop)
+        for q in range(4):
+            added[:, :, q:q + count] += quarters[:, :, :, q]
+            env[q:q + count] += window_sq[q]
+        self._acc[..., base:base + span] += added.reshape(self.n_src, self.channels, span)
+        self._env[base:base + span] += env.reshape(span)
         # input before the next frame's start is no longer needed
         drop = (first + count) * hop - half - self._in_start
         if drop > 0:
