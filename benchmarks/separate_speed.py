@@ -12,6 +12,7 @@ Writes benchmarks/results/separate_speed.json. Run by hand (the 10-minute input 
     .venv/bin/python benchmarks/separate_speed.py --seconds 60 --repeats 3
     .venv/bin/python benchmarks/separate_speed.py --arch htdemucs --seconds 60 --repeats 1   # published size
     .venv/bin/python benchmarks/separate_speed.py --seconds 20 --repeats 1 --backend eager onnx eager:int8
+    .venv/bin/python benchmarks/separate_speed.py --impl ours --seconds 180 --repeats 3 --refine off vocals
 
 `--backend` takes one or more engine options (BACKEND or BACKEND:PRECISION, see stemgui/backends.py); each is
 a separate "ours" run in the same interleaved order, reported with its ratio to demucs, to the first option
@@ -99,7 +100,7 @@ def child(opts: argparse.Namespace) -> dict:
         from stemgui.separate import SeparationSettings, Separator
 
         settings = SeparationSettings(segment=opts.segment, overlap=opts.overlap, shifts=opts.shifts, seed=7,
-                                      batch_size=opts.batch_size, device="cpu")
+                                      batch_size=opts.batch_size, device="cpu", refine=opts.refine[0])
         backend, _, precision = opts.backend[0].partition(":")
         separator = Separator(model, settings, workers=opts.workers, backend=backend, precision=precision or "auto")
         separator.separate(warm)
@@ -189,6 +190,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=4, help="ours: segments in flight (engine default 4)")
     parser.add_argument("--workers", type=int, default=None, help="ours: concurrent CPU segments (default: threads)")
     parser.add_argument("--impl", choices=("ours", "demucs", "both"), default="both")
+    parser.add_argument("--refine", nargs="+", default=["off"],
+                        help="ours: mixture refinement modes (stemgui.refine), each a separate 'ours' run per "
+                        "backend, named ours:BACKEND+MODE (default: off, as demucs has none)")
     parser.add_argument("--backend", nargs="+", default=["auto"],
                         help="ours: engine option(s), BACKEND[:PRECISION] (default: auto)")
     parser.add_argument("--output", type=Path, default=RESULTS)
@@ -204,7 +208,8 @@ def main() -> None:
         args.segment = 10.0 if args.arch == "hdemucs" else None
     if args.output == RESULTS and args.arch != "hdemucs":
         args.output = RESULTS.with_name(f"separate_speed_{args.arch}.json")
-    ours = [f"ours:{b}" for b in args.backend] if args.impl != "demucs" else []
+    ours = ([f"ours:{b}" + ("" if r == "off" else f"+{r}") for b in args.backend for r in args.refine]
+            if args.impl != "demucs" else [])
     impls = ours + (["demucs"] if args.impl != "ours" else [])
     report = {"model": spec["name"], "args": spec["args"], "segment": args.segment, "overlap": args.overlap,
               "shifts": args.shifts, "batch_size": args.batch_size, "workers": args.workers,
@@ -221,6 +226,7 @@ def main() -> None:
                 for impl in order:
                     out = os.path.join(tmp, f"{impl}-{seconds}.npy")
                     kind, _, option = impl.partition(":")
+                    option, _, refine = option.partition("+")
                     cmd = [sys.executable, __file__, "--child", kind, "--seconds", str(seconds), "--spec",
                            json.dumps(spec), "--overlap", str(args.overlap),
                            "--shifts", str(args.shifts), "--threads", str(args.threads),
@@ -231,6 +237,8 @@ def main() -> None:
                         cmd += ["--workers", str(args.workers)]
                     if option:
                         cmd += ["--backend", option]
+                    if refine:
+                        cmd += ["--refine", refine]
                     env = {**os.environ, "PYTHONPATH": str(ROOT)}
                     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
                     if proc.returncode:
