@@ -12,6 +12,9 @@ stem estimate, S_j, and gives stem j the part M_j·X of each time-frequency bin,
   rest, 1 - M_v, shared among the instruments by magnitude. Cleans the vocals stem the most (karaoke) and keeps
   the instruments' own balance. On the bundled model it scored best of the four on real singing and on the
   vocals stem's interference (a complex sum for the accompaniment did slightly worse on both).
+- ``vocals-strict``: as ``vocals``, but the part of the song that no stem explains, max(|X| - Σ_k |S_k|, 0), counts
+  as accompaniment: the voice gets only what its own estimate claims. The cleanest vocals stem (drum hits between
+  phrases gone, no treble of the instruments), at a cost in fullness: lower SDR than ``vocals``.
 
 Which helps is measured per model (`stemgui evaluate --refine`); a model card may recommend one
 (`separation.refine`), which the "auto" setting follows. Refinement streams: `StreamingRefiner` takes the
@@ -34,7 +37,7 @@ if TYPE_CHECKING:  # torch is imported where it is used: the CLI reads REFINE_CH
 
 log = logging.getLogger(__name__)
 
-REFINE_MODES = ("off", "ratio", "wiener", "vocals")
+REFINE_MODES = ("off", "ratio", "wiener", "vocals", "vocals-strict")
 """What `refine` accepts besides "auto" (the model card's recommendation, else off)."""
 REFINE_CHOICES = ("auto",) + REFINE_MODES
 DEFAULT_NFFT = 8192
@@ -46,7 +49,7 @@ _EPS = 1e-10  # added to every weight: where all stems are silent the song is sh
 def resolve_mode(requested: str, card: dict | None, sources: Sequence[str]) -> str:
     """The mode that runs: `requested`, or with "auto" the card's `separation.refine` (else "off").
 
-    Raises StemGUIError for an unknown mode or "vocals" on a model without a vocals stem.
+    Raises StemGUIError for an unknown mode or a vocals mode on a model without a vocals stem.
     """
     if requested not in REFINE_CHOICES:
         raise StemGUIError(f"refine must be one of {', '.join(REFINE_CHOICES)}, got {requested!r}")
@@ -56,17 +59,19 @@ def resolve_mode(requested: str, card: dict | None, sources: Sequence[str]) -> s
         if mode not in REFINE_MODES:
             log.warning("model card recommends an unknown refinement %r; running without", mode)
             mode = "off"
-        elif mode == "vocals" and "vocals" not in sources:
+        elif mode.startswith("vocals") and "vocals" not in sources:
             mode = "off"
-    if mode == "vocals" and "vocals" not in sources:
-        raise StemGUIError(f"refine 'vocals' needs a vocals stem; the model has {', '.join(sources)}")
+    if mode.startswith("vocals") and "vocals" not in sources:
+        raise StemGUIError(f"refine '{mode}' needs a vocals stem; the model has {', '.join(sources)}")
     if mode != "off" and len(sources) < 2:
         mode = "off"  # one stem: it is the song's only owner, nothing to share
     return mode
 
 
-def masks(specs: torch.Tensor, mode: str, vocals: int | None = None) -> torch.Tensor:
-    """Masks (sources, ...) that sum to one over sources, from stem spectra `specs` (sources, ...) complex."""
+def masks(specs: torch.Tensor, mode: str, vocals: int | None = None,
+          mix_spec: torch.Tensor | None = None) -> torch.Tensor:
+    """Masks (sources, ...) that sum to one over sources, from stem spectra `specs` (sources, ...) complex;
+    "vocals-strict" also needs the song's spectrum `mix_spec` (...)."""
     import torch
 
     if mode == "ratio":
@@ -75,13 +80,18 @@ def masks(specs: torch.Tensor, mode: str, vocals: int | None = None) -> torch.Te
     if mode == "wiener":
         weight = specs.abs().square() + _EPS
         return weight / weight.sum(dim=0)
-    if mode == "vocals":
+    if mode in ("vocals", "vocals-strict"):
         if vocals is None:
-            raise StemGUIError("refine 'vocals' needs a vocals stem")
+            raise StemGUIError(f"refine '{mode}' needs a vocals stem")
         rest = [k for k in range(specs.shape[0]) if k != vocals]
         mags = specs.abs()
         voice = mags[vocals].square() + _EPS
-        backing = mags[rest].sum(dim=0).square() + _EPS
+        backing = mags[rest].sum(dim=0)
+        if mode == "vocals-strict":
+            if mix_spec is None:
+                raise StemGUIError("refine 'vocals-strict' needs the song's spectrum")
+            backing = backing + (mix_spec.abs() - mags.sum(dim=0)).clamp_min(0.0)  # what no stem explains
+        backing = backing.square() + _EPS
         share = voice / (voice + backing)
         out = torch.empty(mags.shape, dtype=mags.dtype)
         out[vocals] = share
@@ -185,7 +195,7 @@ class StreamingRefiner:
         mix = self._mix[:, lo:lo + span].unfold(-1, nfft, hop) * self.window  # (C, T, N)
         stems = self._stems[..., lo:lo + span].unfold(-1, nfft, hop) * self.window  # (S, C, T, N)
         mix_spec = torch.fft.rfft(mix)  # (C, T, F)
-        mask = masks(torch.fft.rfft(stems), self.mode, self.vocals)  # (S, C, T, F)
+        mask = masks(torch.fft.rfft(stems), self.mode, self.vocals, mix_spec)  # (S, C, T, F)
         frames = torch.fft.irfft(mask * mix_spec, n=nfft) * self.window  # (S, C, T, N)
         start = first * hop - half  # absolute position of the first frame
         end = start + span

@@ -64,7 +64,8 @@ def register(sub) -> None:
     p.add_argument("--device", default="cpu", help="device for models: cpu, cuda, auto (default: cpu)")
     p.add_argument("--shifts", type=int, default=0, help="random-shift passes for models (default: 0)")
     p.add_argument("--refine", default="auto", metavar="MODE[,MODE]",
-                   help="mixture refinement of models' stems: auto (the model card's), off, ratio, wiener, vocals; "
+                   help="mixture refinement of models' stems: auto (the model card's), off, ratio, wiener, vocals, "
+                   "vocals-strict; "
                    "several, comma-separated, score each model once per mode, side by side (default: auto)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--real-voice", action="store_true",

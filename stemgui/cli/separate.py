@@ -47,8 +47,9 @@ def register(sub) -> None:
                    help="write STEM and no_STEM (= song minus STEM), e.g. --two-stems vocals for karaoke")
     p.add_argument("--exact-sum", action="store_true", help="stems sum exactly to the input (residual -> other)")
     p.add_argument("--refine", choices=REFINE_CHOICES, default="auto",
-                   help="share the song's own spectrogram out by the stems: ratio, wiener, vocals (cleanest vocals "
-                   "stem), off; auto = what the model card recommends (default: auto)")
+                   help="share the song's own spectrogram out by the stems: ratio, wiener, vocals (cleaner vocals "
+                   "stem), vocals-strict (cleanest, duller), off; auto = what the model card recommends "
+                   "(default: auto)")
     p.add_argument("--reference", default=None, metavar="DIR",
                    help="folder with the true stems (<stem>.wav): print SDR per stem")
     p.add_argument("--backend", choices=("auto", "eager", "compile", "onnx"), default="auto",

@@ -34,7 +34,8 @@ from stemgui.separate import SeparationSettings
 log = logging.getLogger(__name__)
 
 REFINE_LABELS = {"auto": "Model's choice", "off": "Off (raw model stems)", "vocals": "Cleaner vocals",
-                 "wiener": "Wiener (all stems)", "ratio": "Magnitude shares"}
+                 "vocals-strict": "Cleanest vocals (strict)", "wiener": "Wiener (all stems)",
+                 "ratio": "Magnitude shares"}
 """The Clean-up choices (stemgui.refine modes) as the panel names them."""
 NO_MODEL_HTML = "<i>No model found: install one or pass --model.</i>"
 
@@ -111,7 +112,8 @@ class SeparationSettingsPanel(QWidget):
         self.refine_combo.setToolTip(
             "Share the song's own spectrogram out by the stems after separating (a Wiener-style post-filter).\n"
             "Cleaner vocals: the voice against everything else, so drum hits and other traces between the\n"
-            "phrases drop out of the vocals lane. Stems sum to the song with any clean-up on.\n"
+            "phrases drop out of the vocals lane. Cleanest vocals: the voice keeps only what the model gave it,\n"
+            "so the lane is quieter and duller but holds no drums. Stems sum to the song with any clean-up on.\n"
             "Model's choice: what the model card recommends (measured per model).")
         self.refine_combo.currentIndexChanged.connect(self._on_refine)
         form.addRow("Clean-up", self.refine_combo)
