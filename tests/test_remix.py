@@ -159,6 +159,21 @@ def test_exact_sum_is_on_by_default_shown_and_in_the_cache_key(qtbot, window, se
     assert cache_key("song", "model", cache_settings(window.separation_settings())) != on
 
 
+def test_clean_up_choice_is_saved_shown_and_in_the_cache_key(qtbot, window, settings):
+    panel = window.settings_panel
+    assert settings.refine == "auto" and panel.refine_combo.currentData() == "auto"
+    assert window.separation_settings().refine == "auto"
+    auto = cache_key("song", "model", cache_settings(window.separation_settings()))
+    panel.refine_combo.setCurrentIndex(panel.refine_combo.findData("vocals"))
+    assert settings.refine == "vocals" and window.separation_settings().refine == "vocals"
+    assert "Clean-up: cleaner vocals" in panel.card_label.text()
+    assert cache_key("song", "model", cache_settings(window.separation_settings())) != auto
+    # with the card, the key holds the mode that will run: "auto" on a card that chooses wiener = wiener
+    card = {"sources": ["drums", "bass", "other", "vocals"], "separation": {"refine": "wiener"}}
+    panel.refine_combo.setCurrentIndex(panel.refine_combo.findData("auto"))
+    assert cache_settings(window.separation_settings(), card)["refine"] == "wiener"
+
+
 @pytest.mark.audio_device
 def test_stretching_six_lanes_while_separating_never_stalls(qtbot, settings, songs, tmp_path, jack_dummy):
     """Six stems + the song through JACK at 80 % and -3 semitones while a second model separates the song."""

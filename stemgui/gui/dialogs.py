@@ -176,8 +176,9 @@ def model_purpose(card: dict) -> str:
     training = card.get("training") or {}
     if card.get("name") == "default":
         return ("A small, fast separator trained here on synthetic songs and real singing: it works offline and "
-                "is fine for practice (bass and drums clean enough to mute or solo, the vocal line to follow), but "
-                "the vocals stem is dull and takes some melody on instrumentals: not a clean karaoke track. "
+                "is fine for practice and karaoke mixes (bass and drums clean enough to mute or solo, the vocal line "
+                "to follow; its Clean-up keeps the drum hits out of the vocals between phrases), but the vocals stem "
+                "is dull and takes some melody on instrumentals: not a clean a cappella. "
                 "Much better models are one click away: Models ▸ Get models…")
     if isinstance(training, dict) and training.get("base_model_name"):
         return f"Fine-tuned from '{training['base_model_name']}' on your own stems."
