@@ -233,6 +233,29 @@ class StreamingRefiner:
         return start, ready, region
 
 
+def refine_batch(stems: torch.Tensor, mix: torch.Tensor, mode: str, vocals: int | None,
+                 nfft: int = DEFAULT_NFFT) -> torch.Tensor:
+    """Refinement of a training batch, differentiable: stems (batch, sources, channels, time) against the
+    mixes (batch, channels, time), whole segments at once (what `refine` gives each one, to float rounding)."""
+    import torch
+
+    batch, n_src, channels, length = stems.shape
+    window = torch.hann_window(nfft, device=stems.device, dtype=stems.dtype)
+
+    def stft(x: torch.Tensor) -> torch.Tensor:
+        return torch.stft(x.reshape(-1, length), nfft, nfft // 4, window=window, center=True,
+                          pad_mode="constant", return_complex=True)
+
+    specs = stft(stems)
+    freqs, frames = specs.shape[-2:]
+    specs = specs.reshape(batch, n_src, channels, freqs, frames).transpose(0, 1)  # (S, B, C, F, N)
+    mix_spec = stft(mix).reshape(batch, channels, freqs, frames)
+    shared = masks(specs, mode, vocals, mix_spec) * mix_spec  # (S, B, C, F, N)
+    out = torch.istft(shared.transpose(0, 1).reshape(-1, freqs, frames), nfft, nfft // 4, window=window,
+                      center=True, length=length)
+    return out.reshape(batch, n_src, channels, length)
+
+
 def refine(stems: np.ndarray, mix: np.ndarray, mode: str, sources: Sequence[str],
            nfft: int = DEFAULT_NFFT) -> np.ndarray:
     """Whole-song refinement of stems (sources, channels, samples) against the song (channels, samples)."""

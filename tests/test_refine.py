@@ -253,3 +253,19 @@ def test_evaluate_scores_a_model_once_per_refinement():
     args.refine = "off,sharp"
     with pytest.raises(ConfigError, match="--refine"):
         systems_from_args(args)
+
+
+@pytest.mark.parametrize("mode", ["ratio", "wiener", "vocals", "vocals-strict"])
+def test_the_training_batch_refinement_equals_the_engines(mode):
+    """refine_batch (differentiable, used in training with loss.refine) gives what `refine` gives each item."""
+    from stemgui.refine import refine_batch
+
+    items = [_stems(9_000, seed) for seed in (1, 2)]
+    stems = np.stack([s for s, _ in items])
+    mix = np.stack([m for _, m in items])
+    out = refine_batch(torch.from_numpy(stems), torch.from_numpy(mix), mode, 3, nfft=1024).numpy()
+    for k in range(2):
+        np.testing.assert_allclose(out[k], refine(stems[k], mix[k], mode, SOURCES, nfft=1024), atol=2e-6)
+    silent = torch.zeros(1, 4, 2, 4_000, requires_grad=True)  # gradients stay finite at silent estimates
+    refine_batch(silent, torch.from_numpy(mix[:1, :, :4_000]), mode, 3, nfft=512).square().sum().backward()
+    assert torch.isfinite(silent.grad).all()

@@ -336,3 +336,39 @@ def test_validation_score_prefers_the_real_voice_check():
     assert validation_score({"valid_sdr_mean": 2.5}) == 2.5
     assert validation_score({"valid_sdr_mean": 2.7, "real_voice": {"gnsdr": {"vocals": 1.0, "accompaniment": -5.0}}}) == -2.0
     assert validation_score({}) is None
+
+
+def test_refinement_in_the_loop_scores_the_refined_stems_and_the_card_recommends_it(dataset, tmp_path, monkeypatch):
+    """loss.refine: the objective sees the stems after the mixture refinement (they add up to the mix), the
+    validation scores them too, and the exported card asks the app to refine the same way."""
+    from stemgui.train import trainer as trainer_module
+
+    cfg = tiny_config(dataset, tmp_path / "r.safetensors", preset="l1", steps=2, batch=2)
+    cfg.loss.refine = "vocals"
+    seen = []
+    real = trainer_module.refine_batch
+
+    def spy(estimate, mix, mode, vocals, *args, **kwargs):
+        out = real(estimate, mix, mode, vocals, *args, **kwargs)
+        seen.append((mode, vocals, float((out.sum(dim=1) - mix).abs().max())))
+        return out
+
+    monkeypatch.setattr(trainer_module, "refine_batch", spy)
+    trainer = Trainer(cfg)
+    from stemgui.train.data import SegmentDataset
+
+    data = SegmentDataset(trainer.train_tracks, trainer.sources, cfg, length=2)
+    trainer.train_step(torch.stack([data[i][0] for i in range(2)]), torch.stack([data[i][1] for i in range(2)]))
+    assert seen and seen[0][:2] == ("vocals", 3) and seen[0][2] < 1e-4
+    before = len(seen)
+    trainer.validate()
+    assert len(seen) > before  # validation refines too
+    card = read_card(trainer.export())
+    assert card["separation"] == {"refine": "vocals"} and card["training"]["losses"]["refine"] == "vocals"
+    cfg.loss.refine = "sharpen"
+    with pytest.raises(ConfigError, match="loss.refine must be one of off"):
+        Trainer(cfg)
+    cfg.loss.refine = "vocals-strict"
+    cfg.data.sources = ["drums", "bass", "other"]
+    with pytest.raises(ConfigError, match="needs a vocals source"):
+        Trainer(cfg)

@@ -19,6 +19,7 @@ from typing import Any
 
 from stemgui import SOURCES
 from stemgui.errors import ConfigError
+from stemgui.refine import REFINE_MODES
 from stemgui.train.schedule import LR_DECAYS, learning_rate
 
 PRESETS = ("l1", "l1+stft", "l1+stft+gan", "drnn", "unet")
@@ -111,6 +112,10 @@ class LossConfig:
     # silence and stays there for thousands of small-batch steps; the RMS error rewards the conditional mean, so
     # coarse separation (a low band for bass, ...) is learned first. Same units as L1, so the weights still fit.
     rms_warmup_steps: int = 0
+    # Refinement in the loop: the objective (and D) see the generator's stems after the mixture refinement
+    # (stemgui.refine: ratio, wiener, vocals, vocals-strict), the stems the app plays; the exported card then
+    # recommends that refinement (separation.refine). "off": the raw stems, as before.
+    refine: str = "off"
     stft: float = 0.01  # the seed study's hint: 0.01 relative to MAE 1
     stft_sc: float = 1.0  # spectral convergence share of the STFT loss
     stft_mag: float = 1.0  # log-magnitude share
@@ -284,6 +289,9 @@ class Config:
         _check(m.channels > 0 and m.depth > 0, "model.channels and model.depth must be positive")
         _check(m.nfft > 0 and (m.nfft & (m.nfft - 1)) == 0, f"model.nfft must be a power of two, not {m.nfft}")
         _check(lo.preset in PRESETS, f"loss.preset must be one of {', '.join(PRESETS)}, not '{lo.preset}'")
+        _check(lo.refine in REFINE_MODES, f"loss.refine must be one of {', '.join(REFINE_MODES)}, not '{lo.refine}'")
+        _check(not lo.refine.startswith("vocals") or "vocals" in d.sources,
+               f"loss.refine '{lo.refine}' needs a vocals source (data.sources: {', '.join(d.sources)})")
         for name in ("l1", "stft", "stft_sc", "stft_mag", "adversarial", "feature_matching"):
             _check(getattr(lo, name) >= 0, f"loss.{name} must be >= 0, not {getattr(lo, name)}")
         _check(lo.divergence in DIVERGENCES,

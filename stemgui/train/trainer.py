@@ -33,6 +33,7 @@ from stemgui.devices import pick_device
 from stemgui.errors import Cancelled, ConfigError, ModelError, StemGUIError
 from stemgui.eval.metrics import usdr
 from stemgui.models.check import check_model_config
+from stemgui.refine import refine_batch
 from stemgui.train import checkpoint as ckpt_io
 from stemgui.train.config import Config
 from stemgui.train.data import (
@@ -409,6 +410,14 @@ class Trainer:
                 )
         return record
 
+    def _refined(self, estimate: torch.Tensor, mix: torch.Tensor) -> torch.Tensor:
+        """loss.refine: the stems (batch, sources, channels, time) after the mixture refinement the app will
+        apply, so training, validation and the real-voice check score what users hear; else as they are."""
+        if self.cfg.loss.refine == "off":
+            return estimate
+        vocals = self.sources.index("vocals") if "vocals" in self.sources else None
+        return refine_batch(estimate, mix, self.cfg.loss.refine, vocals)
+
     def train_step(self, mix: torch.Tensor, stems: torch.Tensor) -> dict[str, float]:
         """Separate the batch, update D (when due) then G, the AMP scale and the EMA; returns the step's log."""
         step = self.step
@@ -422,7 +431,7 @@ class Trainer:
         self.G.train()
         with self._autocast():
             estimate = self.G(mix)
-        estimate = estimate.float()
+        estimate = self._refined(estimate.float(), mix.float())
         if self.two_stem_steps(step):  # real two-stem material: grouped reconstruction only, D sits out
             record["two_stem"] = 1.0  # (its discriminators judge single stems, which these batches lack)
             record.update(self.generator_step(stems, group_stems(estimate, self.group_matrix), step,
@@ -452,7 +461,8 @@ class Trainer:
         for index in range(len(dataset)):
             mix, stems = dataset[index]
             with self._autocast():
-                estimate = model(mix[None].to(self.device))[0].float().cpu()
+                batch = mix[None].to(self.device)
+                estimate = self._refined(model(batch).float(), batch.float())[0].cpu()
             values = [float(v) for v in usdr(stems.numpy(), estimate.numpy())]
             audible = stems.float().square().mean(dim=tuple(range(1, stems.dim()))) > SILENT_POWER
             for i, v in enumerate(values):
@@ -480,7 +490,8 @@ class Trainer:
 
         def separate(mix: np.ndarray) -> np.ndarray:  # whole clips (4-13 s), as the excerpts above
             with self._autocast():
-                return model(torch.from_numpy(mix)[None].to(self.device))[0].float().cpu().numpy()
+                batch = torch.from_numpy(mix)[None].to(self.device)
+                return self._refined(model(batch).float(), batch.float())[0].cpu().numpy()
 
         result = evaluate_real_voice(separate, self.sources, clips_from(d.real_voice_dir or None, d.real_voice_clips),
                                      int(getattr(model, "samplerate", d.samplerate)), d.channels)
@@ -546,6 +557,9 @@ class Trainer:
                                               discriminative=self.cfg.loss.discriminative)
         if best is not None:
             card["training"]["best"] = best
+        if self.cfg.loss.refine != "off":
+            card["training"]["losses"]["refine"] = self.cfg.loss.refine
+            card["separation"] = {"refine": self.cfg.loss.refine}
         return save_model(model, out or self.out, card)
 
     def _cpu_budget_spent(self) -> bool:
