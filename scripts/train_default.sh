@@ -34,6 +34,10 @@
 # (held-out uSDR 2.61 -> 2.70 dB) but the model learnt a spike of up to 300x full scale in the last few dozen
 # samples of an input whose length is not the training segment's: real-voice GNSDR fell to 0.21 / -7.37 dB (its
 # validation, on whole clips, dropped between steps 2,000 and 2,500). A run like it needs a guard on that edge.
+# Tried and NOT shipped (session 14): refinement in the loop (`--set loss.refine=vocals`, the objective scores the
+# stems the app plays), paired against the same 400-step fine-tune without it (card: training.ab_refine_in_loop):
+# better on synthetic songs (uSDR 3.04 -> 3.24 dB) and real singing (5.77 -> 5.90 dB), but its vocals stem keeps
+# more drum onsets on the real songs and grows a steady treble line.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
