@@ -174,6 +174,16 @@ def test_clean_up_choice_is_saved_shown_and_in_the_cache_key(qtbot, window, sett
     assert cache_settings(window.separation_settings(), card)["refine"] == "wiener"
 
 
+def test_a_vocals_clean_up_is_off_for_a_model_without_vocals(qtbot, window, settings, monkeypatch):
+    """The saved choice stays; this model just separates without it, and the card line says why."""
+    panel = window.settings_panel
+    panel.refine_combo.setCurrentIndex(panel.refine_combo.findData("vocals-strict"))
+    monkeypatch.setattr(panel, "current_card", lambda: {"name": "dbo", "sources": ["drums", "bass", "other"]})
+    panel._on_model_changed()
+    assert window.separation_settings().refine == "off" and settings.refine == "vocals-strict"
+    assert "Clean-up: off (this model has no vocals stem)" in panel.card_label.text()
+
+
 @pytest.mark.audio_device
 def test_stretching_six_lanes_while_separating_never_stalls(qtbot, settings, songs, tmp_path, jack_dummy):
     """Six stems + the song through JACK at 80 % and -3 semitones while a second model separates the song."""

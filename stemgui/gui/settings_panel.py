@@ -208,15 +208,24 @@ class SeparationSettingsPanel(QWidget):
         return ("<br><i>Stems add up to the song (residual in 'other').</i>" if on
                 else "<br><i>Raw model stems: they may not add up to the song.</i>")
 
+    def _refine_choice(self, card: dict | None) -> str:
+        """The Clean-up setting for this model: a vocals clean-up on a model without a vocals stem is off (the
+        choice stays saved for the next model that has one)."""
+        choice = self.settings.refine
+        sources = list((card or {}).get("sources") or [])
+        if choice.startswith("vocals") and card and "vocals" not in sources:
+            return "off"
+        return choice
+
     def _refine_html(self, card: dict | None) -> str:
         from stemgui.refine import resolve_mode
 
         if not card:
             return ""
-        try:
-            mode = resolve_mode(self.settings.refine, card, list(card.get("sources") or []))
-        except StemGUIError as exc:
-            return f"<br><i>Clean-up: {exc}</i>"
+        sources = list(card.get("sources") or [])
+        mode = resolve_mode(self._refine_choice(card), card, sources)
+        if mode == "off" and self.settings.refine.startswith("vocals"):
+            return "<br><i>Clean-up: off (this model has no vocals stem).</i>"
         return "" if mode == "off" else f"<br><i>Clean-up: {REFINE_LABELS[mode].lower()}.</i>"
 
     def _on_refine(self, _index: int) -> None:
@@ -231,7 +240,7 @@ class SeparationSettingsPanel(QWidget):
     def separation_settings(self) -> SeparationSettings:
         return SeparationSettings(segment=self.settings.segment or None, overlap=self.settings.overlap,
                                   shifts=self.settings.shifts, device=self.settings.device, batch_size=1,
-                                  exact_sum=self.settings.exact_sum, refine=self.settings.refine)
+                                  exact_sum=self.settings.exact_sum, refine=self._refine_choice(self.current_card()))
 
     def _choose_folder(self) -> None:
         folder = self.dialogs.choose_folder(self.folder_edit.text())
