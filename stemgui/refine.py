@@ -59,9 +59,9 @@ def resolve_mode(requested: str, card: dict | None, sources: Sequence[str]) -> s
         if mode not in REFINE_MODES:
             log.warning("model card recommends an unknown refinement %r; running without", mode)
             mode = "off"
-        elif mode.startswith("vocals") and "vocals" not in sources:
-            mode = "off"
     if mode.startswith("vocals") and "vocals" not in sources:
+        if requested == "auto":  # a card's advice that does not fit its own stems: ignored
+            return "off"
         raise StemGUIError(f"refine '{mode}' needs a vocals stem; the model has {', '.join(sources)}")
     if mode != "off" and len(sources) < 2:
         mode = "off"  # one stem: it is the song's only owner, nothing to share

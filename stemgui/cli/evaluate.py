@@ -146,7 +146,7 @@ def scored_sources(systems: list[System], args: argparse.Namespace) -> list[str]
         return sources
     for system in systems:
         if system.kind == "model":
-            return list(_separator(system.target, args.device, args.shifts, system.refine).sources)
+            return list(_separator(system, args.device, args.shifts).sources)
     return list(SOURCES)
 
 
@@ -175,13 +175,14 @@ def model_estimate_plan(target: str, model_sources: list[str], sources: list[str
 _SEPARATORS: dict[tuple[str, str, int, str], object] = {}
 
 
-def _separator(target: str, device: str, shifts: int, refine: str = "auto"):
-    key = (target, device, shifts, refine)
+def _separator(system: System, device: str, shifts: int):
+    """The Separator of a model system (its refinement included), loaded once per process."""
+    key = (system.target, device, shifts, system.refine)
     if key not in _SEPARATORS:
         from stemgui.separate import SeparationSettings, Separator
 
-        _SEPARATORS[key] = Separator.from_path(target, SeparationSettings(device=device, shifts=shifts,
-                                                                          refine=refine))
+        _SEPARATORS[key] = Separator.from_path(system.target, SeparationSettings(device=device, shifts=shifts,
+                                                                                 refine=system.refine))
     return _SEPARATORS[key]
 
 
@@ -201,7 +202,7 @@ def estimate(system: System, track, sources: list[str], stems, mixture, samplera
 
     if system.kind == "oracle":
         return oracle_estimates(stems, system.target)
-    separator = _separator(system.target, device, shifts, system.refine)
+    separator = _separator(system, device, shifts)
     plan = model_estimate_plan(system.target, list(separator.sources), sources)
     out = separate_like(separator, mixture, samplerate, stems.shape[1], stems.shape[-1])
     picked = np.stack([out[rows].sum(axis=0) for rows in plan])
@@ -281,7 +282,7 @@ def run_real_voice(systems: list[System], args: argparse.Namespace, out_dir: Pat
         if system.kind != "model":
             print(f"stemgui: note: real-voice check skips {system.name} (oracles need the true stems)", file=sys.stderr)
             continue
-        separator = _separator(system.target, args.device, args.shifts, system.refine)
+        separator = _separator(system, args.device, args.shifts)
         from tqdm import tqdm
 
         with tqdm(total=len(clips), desc=f"real voice {system.name}", unit="clip", file=sys.stderr,
@@ -332,8 +333,7 @@ def run(args: argparse.Namespace) -> int:
     check_sources(args.dataset, tracks, sources, wanted_by)
     for system in systems:
         if system.kind == "model":
-            model_estimate_plan(system.target, list(_separator(system.target, args.device, args.shifts,
-                                                               system.refine).sources), sources)
+            model_estimate_plan(system.target, list(_separator(system, args.device, args.shifts).sources), sources)
     tasks = [(system, track) for system in systems for track in tracks]
     kwargs = dict(device=args.device, shifts=args.shifts, plots=args.plots, plot_seconds=args.plot_seconds)
 
