@@ -427,7 +427,7 @@ class Separator:
                 batch.append(jobs[index + len(batch)])
             index += len(batch)
             batches.append(batch)
-        refiner = (StreamingRefiner(self.refine_mode, self.sources, channels, length)
+        refiner = (StreamingRefiner(self.refine_mode, self.sources, channels, length, samplerate=self.samplerate)
                    if self.refine_mode != "off" else None)
 
         def hand_over(start: int, end: int, region: np.ndarray) -> None:

@@ -12,7 +12,7 @@ import torch
 from test_separate_engine import ScaleModel  # stems = fixed fractions (0.1, 0.2, 0.3, 0.4) of the song
 
 from stemgui.errors import StemGUIError
-from stemgui.refine import REFINE_MODES, StreamingRefiner, masks, refine, resolve_mode
+from stemgui.refine import REFINE_MODES, TREBLE_HZ, StreamingRefiner, masks, refine, resolve_mode, treble_weight
 from stemgui.separate import SeparationSettings, Separator
 
 SOURCES = ["drums", "bass", "other", "vocals"]
@@ -38,7 +38,8 @@ def _reference(stems: np.ndarray, mix: np.ndarray, mode: str, nfft: int) -> np.n
 
     for c in range(stems.shape[1]):
         mix_spec = stft(mix[c])
-        mask = masks(torch.stack([stft(s) for s in stems[:, c]]), mode, SOURCES.index("vocals"), mix_spec)
+        mask = masks(torch.stack([stft(s) for s in stems[:, c]]), mode, SOURCES.index("vocals"), mix_spec,
+                     treble_weight(nfft, SR)[:, None])
         for j in range(len(stems)):
             out[j, c] = torch.istft(mix_spec * mask[j], nfft, hop, window=window, center=True,
                                     length=stems.shape[-1]).numpy()
@@ -131,21 +132,52 @@ def test_vocals_rule_keeps_the_instruments_balance():
     assert np.abs(out[3]).max() < 1e-4
 
 
-def test_strict_vocals_leave_what_no_stem_explains_to_the_accompaniment():
-    """The song holds a 3 kHz tone that the estimates barely claim (equal faint traces, 40 dB down, in the vocals
-    and in 'other'): `vocals` hands the voice half of the tone (-6 dB), `vocals-strict` nearly none of it."""
+def _unclaimed_tone(freq: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A voice at 440 Hz that its estimate claims, and a tone at `freq` that the estimates barely claim (equal
+    faint traces, 40 dB down, in the vocals and in 'other'): (stems, song, voice, tone)."""
     t = np.arange(SR) / SR
     voice = np.tile(0.5 * np.sin(2 * np.pi * 440 * t), (2, 1)).astype(np.float32)
-    tone = np.tile(0.5 * np.sin(2 * np.pi * 3000 * t), (2, 1)).astype(np.float32)
+    tone = np.tile(0.5 * np.sin(2 * np.pi * freq * t), (2, 1)).astype(np.float32)
     zero = np.zeros_like(voice)
-    stems = np.stack([zero, zero, 0.01 * tone, voice + 0.01 * tone])
-    mix = voice + tone
+    return np.stack([zero, zero, 0.01 * tone, voice + 0.01 * tone]), voice + tone, voice, tone
+
+
+def test_strict_vocals_leave_what_no_stem_explains_to_the_accompaniment():
+    """Below the treble `vocals` hands the voice half of an unclaimed 1 kHz tone (-6 dB), `vocals-strict` nearly
+    none of it."""
+    stems, mix, voice, tone = _unclaimed_tone(1000)
     plain = refine(stems, mix, "vocals", SOURCES)
     strict = refine(stems, mix, "vocals-strict", SOURCES)
-    assert -7 < _band_db(plain[3], 3000) - _band_db(tone, 3000) < -5
-    assert _band_db(strict[3], 3000) - _band_db(tone, 3000) < -35
+    assert -7 < _band_db(plain[3], 1000) - _band_db(tone, 1000) < -5
+    assert _band_db(strict[3], 1000) - _band_db(tone, 1000) < -35
     assert abs(_band_db(strict[3], 440) - _band_db(voice, 440)) < 0.5  # the voice it does claim stays
     np.testing.assert_allclose(strict.sum(axis=0), mix, atol=1e-4)
+
+
+@pytest.mark.parametrize("freq, low, high", [(1500, -7, -5), (2800, -99, -25), (6000, -99, -35), (12000, -99, -35)])
+def test_vocals_leave_the_unclaimed_treble_to_the_accompaniment(freq, low, high):
+    """`vocals` counts what no stem explains as accompaniment from 2 kHz, fully from 4 kHz: a hi-hat-like tone
+    that the estimates barely claim stays out of the vocals stem there, as with `vocals-strict`, while below 2 kHz
+    it is shared as before; the voice and the sum stay whole."""
+    stems, mix, voice, tone = _unclaimed_tone(freq)
+    out = refine(stems, mix, "vocals", SOURCES)
+    assert low < _band_db(out[3], freq) - _band_db(tone, freq) < high
+    assert abs(_band_db(out[3], 440) - _band_db(voice, 440)) < 0.5
+    np.testing.assert_allclose(out.sum(axis=0), mix, atol=1e-4)
+
+
+def test_treble_weight_fades_in_between_the_two_frequencies():
+    weight = treble_weight(8192, SR).numpy()
+    freqs = np.fft.rfftfreq(8192, 1 / SR)
+    low, high = TREBLE_HZ
+    assert weight.shape == freqs.shape
+    assert (weight[freqs <= low] == 0).all() and (weight[freqs >= high] == 1).all()
+    middle = (freqs > low) & (freqs < high)
+    assert np.all(np.diff(weight[middle]) > 0)
+    assert weight[np.argmin(np.abs(freqs - np.sqrt(low * high)))] == pytest.approx(0.5, abs=0.01)  # log-linear
+    at_48k = treble_weight(8192, 48000).numpy()  # the same frequencies at another model rate
+    assert at_48k[np.argmin(np.abs(np.fft.rfftfreq(8192, 1 / 48000) - 3000))] == pytest.approx(
+        weight[np.argmin(np.abs(freqs - 3000))], abs=0.01)
 
 
 def test_modes_resolve_from_the_card():
@@ -162,6 +194,14 @@ def test_modes_resolve_from_the_card():
     with pytest.raises(StemGUIError, match="'vocals-strict' needs a vocals stem"):
         resolve_mode("vocals-strict", None, ["drums", "bass"])
     assert REFINE_MODES == ("off", "ratio", "wiener", "vocals", "vocals-strict")
+
+
+def test_vocals_masks_need_the_song_and_the_treble_weight():
+    specs = torch.ones(4, 2, 5, 3, dtype=torch.complex64)
+    with pytest.raises(StemGUIError, match="needs the song's spectrum and the treble weight"):
+        masks(specs, "vocals", 3, specs[0])
+    with pytest.raises(StemGUIError, match="'vocals-strict' needs the song's spectrum$"):
+        masks(specs, "vocals-strict", 3)
 
 
 # ---------------------------------------------------------------- the engine

@@ -416,7 +416,7 @@ class Trainer:
         if self.cfg.loss.refine == "off":
             return estimate
         vocals = self.sources.index("vocals") if "vocals" in self.sources else None
-        return refine_batch(estimate, mix, self.cfg.loss.refine, vocals)
+        return refine_batch(estimate, mix, self.cfg.loss.refine, vocals, samplerate=self.cfg.data.samplerate)
 
     def train_step(self, mix: torch.Tensor, stems: torch.Tensor) -> dict[str, float]:
         """Separate the batch, update D (when due) then G, the AMP scale and the EMA; returns the step's log."""
