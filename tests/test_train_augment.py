@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from stemgui.train.augment import augment_stems, boost_source, plan_segment
+from stemgui.train.augment import augment_stems, boost_source, plan_segment, solo_sources
 from stemgui.train.config import AugmentConfig, Config
 
 from helpers import make_musdb
@@ -78,6 +78,49 @@ def test_boost_raises_only_the_named_source_in_about_its_share_of_segments():
     assert np.array_equal(boost_source(stems.copy(), rng, sources, _only()), stems)
     assert rng.random() == np.random.default_rng(0).random()
     assert np.array_equal(boost_source(stems.copy(), rng, ["vocals", "accompaniment"], cfg), stems)
+
+
+def test_solo_segments_keep_only_the_named_sources_in_about_their_share():
+    sources = ["drums", "bass", "other", "vocals"]
+    solos = []
+    for seed in range(40):
+        stems = _stems()
+        out = solo_sources(stems.copy(), np.random.default_rng(seed), sources, _only(solo_share=0.25))
+        np.testing.assert_array_equal(out[0], stems[0])  # the drums always stay as they were
+        solo = not out[1:].any()
+        assert solo or np.array_equal(out, stems)  # all the others silent, or nothing touched
+        solos.append(solo)
+    assert 0.1 < np.mean(solos) < 0.45
+    out = solo_sources(_stems(), np.random.default_rng(0), sources, _only(solo_share=1.0, solo_keep=["drums", "bass"]))
+    assert out[:2].any() and not out[2:].any()
+    rng = np.random.default_rng(0)  # off (the default): nothing drawn, nothing changed
+    stems = _stems()
+    assert np.array_equal(solo_sources(stems.copy(), rng, sources, _only()), stems)
+    assert rng.random() == np.random.default_rng(0).random()
+
+
+@pytest.mark.parametrize("keep, share, error", [(["drums"], 1.5, "solo_share must be in"),
+                                                 (["cowbell"], 0.2, "solo_keep must name some of data.sources"),
+                                                 ([], 0.2, "solo_keep must name some of data.sources")])
+def test_solo_settings_are_checked(keep, share, error):
+    from stemgui.errors import ConfigError
+
+    cfg = Config()
+    cfg.augment.solo_keep, cfg.augment.solo_share = keep, share
+    with pytest.raises(ConfigError, match=error):
+        cfg.validate()
+
+
+def test_a_training_sample_with_a_solo_is_the_drums_alone(tmp_path):
+    from stemgui.train.data import SegmentDataset, load_splits
+
+    cfg = Config()
+    cfg.data.dataset, cfg.data.segment, cfg.data.valid_fraction = str(make_musdb(tmp_path / "musdb")), 1.0, 0.0
+    cfg.augment.solo_share = 1.0
+    tracks, _, sources = load_splits(cfg)
+    mix, stems = SegmentDataset(tracks, sources, cfg, 4)[0]
+    assert stems[0].abs().sum() > 0 and not stems[1:].any()
+    torch.testing.assert_close(mix, stems[0])
 
 
 def test_augmentation_is_a_pure_function_of_the_generator():

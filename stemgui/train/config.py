@@ -76,6 +76,8 @@ class AugmentConfig:
     boost_source: str = "drums"  # made louder in `boost_share` of the segments: mixes where it dominates
     boost_share: float = 0.0  # 0 = never (and no extra random draw: the samples stay as before)
     boost_db: float = 12.0  # the boost, drawn uniformly in [0, boost_db] dB
+    solo_keep: list[str] = field(default_factory=lambda: ["drums"])  # the sources a solo segment keeps
+    solo_share: float = 0.0  # share of segments with every other source silent; 0 = never (no extra draw)
 
 
 @dataclass
@@ -283,6 +285,9 @@ class Config:
         _check(0 < a.gain_min <= a.gain_max, "augment.gain_min/gain_max must satisfy 0 < min <= max")
         _check(0 <= a.boost_share <= 1, f"augment.boost_share must be in [0, 1], got {a.boost_share}")
         _check(0 <= a.boost_db <= 40, f"augment.boost_db must be in [0, 40], got {a.boost_db}")
+        _check(0 <= a.solo_share <= 1, f"augment.solo_share must be in [0, 1], got {a.solo_share}")
+        _check(a.solo_share == 0 or (bool(a.solo_keep) and set(a.solo_keep) <= set(d.sources)),
+               f"augment.solo_keep must name some of data.sources ({', '.join(d.sources)}), got {a.solo_keep}")
         architectures = _architecture_names()
         _check(m.architecture in architectures,
                f"model.architecture must be one of {', '.join(architectures)}, not '{m.architecture}'")

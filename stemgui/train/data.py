@@ -33,7 +33,7 @@ from stemgui.data.layout import (
 )
 from stemgui.data.layout import dataset_sources as layout_sources
 from stemgui.errors import DatasetError
-from stemgui.train.augment import augment_stems, boost_source, circular_shift, plan_segment
+from stemgui.train.augment import augment_stems, boost_source, circular_shift, plan_segment, solo_sources
 from stemgui.train.config import Config
 
 log = logging.getLogger(__name__)
@@ -361,6 +361,7 @@ class SegmentDataset(Dataset):
         ])
         stems = augment_stems(stems, rng, self.cfg.augment)
         stems = boost_source(stems, rng, self.sources, self.cfg.augment)
+        stems = solo_sources(stems, rng, self.sources, self.cfg.augment)
         if self.cfg.augment.circular_shift:
             stems = circular_shift(stems, rng, self.sources)
         stems_t = torch.from_numpy(stems)
