@@ -45,6 +45,9 @@ log = logging.getLogger(__name__)
 REFINE_MODES = ("off", "ratio", "wiener", "vocals", "vocals-strict")
 """What `refine` accepts besides "auto" (the model card's recommendation, else off)."""
 REFINE_CHOICES = ("auto",) + REFINE_MODES
+RULES_VERSION = 2
+"""Raised whenever a mode's rule changes (2: the treble term of `vocals`): part of the app's stem cache key and of
+separation.json, so stems cached under an older rule are not served as this one's."""
 TREBLE_HZ = (2000.0, 4000.0)
 """`vocals` counts the unexplained part of the song as accompaniment from the first frequency on, fully from the
 second (linear in log-frequency between): measured on the bundled model (its card's metrics.refine)."""

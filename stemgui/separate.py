@@ -35,7 +35,7 @@ from stemgui.allocator import share_malloc_arena
 from stemgui.devices import pick_device
 from stemgui.errors import Cancelled, StemGUIError
 from stemgui.models.bag import is_bag
-from stemgui.refine import REFINE_CHOICES, StreamingRefiner, resolve_mode
+from stemgui.refine import REFINE_CHOICES, RULES_VERSION, StreamingRefiner, resolve_mode
 
 _T = TypeVar("_T")
 MAX_SHIFT_SECONDS = 0.5
@@ -581,6 +581,7 @@ class Separator:
                       "sha256": self.card.get("sha256")},
             "settings": self.settings.to_dict(),
             "refine": self.refine_mode,
+            "refine_rules": RULES_VERSION if self.refine_mode != "off" else None,
             "device": str(self.device),
             "engine": self.engine(),
             "input": {"path": str(input_path) if input_path else None,

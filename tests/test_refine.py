@@ -12,7 +12,16 @@ import torch
 from test_separate_engine import ScaleModel  # stems = fixed fractions (0.1, 0.2, 0.3, 0.4) of the song
 
 from stemgui.errors import StemGUIError
-from stemgui.refine import REFINE_MODES, TREBLE_HZ, StreamingRefiner, masks, refine, resolve_mode, treble_weight
+from stemgui.refine import (
+    REFINE_MODES,
+    RULES_VERSION,
+    TREBLE_HZ,
+    StreamingRefiner,
+    masks,
+    refine,
+    resolve_mode,
+    treble_weight,
+)
 from stemgui.separate import SeparationSettings, Separator
 
 SOURCES = ["drums", "bass", "other", "vocals"]
@@ -268,7 +277,9 @@ def test_separate_cli_refines_and_says_so(tmp_path, tiny_model_path):
         assert main(["separate", str(song), "-o", str(tmp_path / mode), "--model", str(tiny_model_path),
                      "--refine", mode, "--bit-depth", "32"]) == 0
         folder = tmp_path / mode / "song"
-        assert json.loads((folder / "separation.json").read_text())["refine"] == mode
+        sidecar = json.loads((folder / "separation.json").read_text())
+        assert sidecar["refine"] == mode
+        assert sidecar["refine_rules"] == (None if mode == "off" else RULES_VERSION)
         out[mode] = np.stack([sf.read(folder / f"{s}.wav", dtype="float32")[0] for s in SOURCES])
     mix, _ = sf.read(song, dtype="float32")
     np.testing.assert_allclose(out["wiener"].sum(axis=0), mix, atol=1e-4)  # refined stems add up to the song

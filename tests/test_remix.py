@@ -159,7 +159,7 @@ def test_exact_sum_is_on_by_default_shown_and_in_the_cache_key(qtbot, window, se
     assert cache_key("song", "model", cache_settings(window.separation_settings())) != on
 
 
-def test_clean_up_choice_is_saved_shown_and_in_the_cache_key(qtbot, window, settings):
+def test_clean_up_choice_is_saved_shown_and_in_the_cache_key(qtbot, window, settings, monkeypatch):
     panel = window.settings_panel
     assert settings.refine == "auto" and panel.refine_combo.currentData() == "auto"
     assert window.separation_settings().refine == "auto"
@@ -172,6 +172,15 @@ def test_clean_up_choice_is_saved_shown_and_in_the_cache_key(qtbot, window, sett
     card = {"sources": ["drums", "bass", "other", "vocals"], "separation": {"refine": "wiener"}}
     panel.refine_combo.setCurrentIndex(panel.refine_combo.findData("auto"))
     assert cache_settings(window.separation_settings(), card)["refine"] == "wiener"
+    # stems cached under older rules of a mode miss the cache; no refinement, no rules in the key
+    from stemgui import refine
+
+    key = cache_key("song", "model", cache_settings(window.separation_settings(), card))
+    assert cache_settings(window.separation_settings(), card)["refine_rules"] == refine.RULES_VERSION
+    monkeypatch.setattr(refine, "RULES_VERSION", refine.RULES_VERSION + 1)
+    assert cache_key("song", "model", cache_settings(window.separation_settings(), card)) != key
+    panel.refine_combo.setCurrentIndex(panel.refine_combo.findData("off"))
+    assert "refine_rules" not in cache_settings(window.separation_settings(), card)
 
 
 def test_a_vocals_clean_up_is_off_for_a_model_without_vocals(qtbot, window, settings, monkeypatch):

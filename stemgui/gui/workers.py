@@ -164,14 +164,17 @@ def get_separator(model_path: Path, settings: SeparationSettings) -> Separator:
 
 def cache_settings(settings: SeparationSettings, card: dict | None = None) -> dict:
     """The settings that change the stems (not the device or batch size); with the model's `card`, the
-    refinement that will run rather than "auto" (a card that changes its recommendation misses the cache)."""
+    refinement that will run rather than "auto" (a card that changes its recommendation misses the cache), and
+    with any refinement the version of its rules (stems cached under older rules miss it too)."""
     d = settings.to_dict()
     keys = ("segment", "overlap", "shifts", "seed", "exact_sum", "transition_power", "refine")
     out = {k: d[k] for k in keys if k in d}
-    if card is not None:
-        from stemgui.refine import resolve_mode
+    from stemgui.refine import RULES_VERSION, resolve_mode
 
+    if card is not None:
         out["refine"] = resolve_mode(settings.refine, card, list(card.get("sources") or []))
+    if out.get("refine", "off") != "off":
+        out["refine_rules"] = RULES_VERSION
     return out
 
 
