@@ -97,6 +97,11 @@ def test_solo_segments_keep_only_the_named_sources_in_about_their_share():
     stems = _stems()
     assert np.array_equal(solo_sources(stems.copy(), rng, sources, _only()), stems)
     assert rng.random() == np.random.default_rng(0).random()
+    # two-stem data (real singing beside a four-stem model) has no drums to keep: untouched, nothing drawn
+    rng = np.random.default_rng(0)
+    two = stems[:2].copy()
+    assert np.array_equal(solo_sources(two.copy(), rng, ["vocals", "accompaniment"], _only(solo_share=1.0)), two)
+    assert rng.random() == np.random.default_rng(0).random()
 
 
 @pytest.mark.parametrize("keep, share, error", [(["drums"], 1.5, "solo_share must be in"),

@@ -72,10 +72,11 @@ def solo_sources(stems: np.ndarray, rng: np.random.Generator, sources: Sequence[
 
     A mix of the drums alone, with silent targets for the rest, says in so many words that drum hits are not
     voice: the bundled model's vocals keep faint drum hits (issue 16), on real songs most audibly between the
-    phrases, where the drums play without a voice.
+    phrases, where the drums play without a voice. Data without any of those sources (the two-stem real
+    singing beside a four-stem model) is left alone, and nothing is drawn for it.
     """
-    if cfg.solo_share > 0 and rng.random() < cfg.solo_share:
-        keep = set(cfg.solo_keep)
+    keep = set(cfg.solo_keep)
+    if cfg.solo_share > 0 and keep & set(sources) and rng.random() < cfg.solo_share:
         for s, name in enumerate(sources):
             if name not in keep:
                 stems[s] = 0.0
