@@ -39,8 +39,9 @@
 # better on synthetic songs (uSDR 3.04 -> 3.24 dB) and real singing (5.77 -> 5.90 dB), but its vocals stem keeps
 # more drum onsets on the real songs and grows a steady treble line.
 # Tried and NOT shipped (session 15): drum-only segments (`--set augment.solo_share=0.2`), paired against the
-# same 400-step fine-tune without them (card: training.ab_drum_solo; /work/runs/ab-solo/arms.sh ran this script):
-# drums in the raw vocals -0.44 dB, but raw vocals uSDR -0.11 dB; level after the clean-up.
+# same 400-step fine-tune without them (card: training.ab_drum_solo; /work/runs/ab-solo/arms2.sh ran this script):
+# drums in the raw vocals -0.29 dB, but raw vocals uSDR -0.10 dB; after the clean-up better on synthetic songs, but
+# the real songs' vocals floor between phrases 0.6-1.0 dB higher.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
