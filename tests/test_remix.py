@@ -177,7 +177,7 @@ def test_clean_up_choice_is_saved_shown_and_in_the_cache_key(qtbot, window, sett
 
     key = cache_key("song", "model", cache_settings(window.separation_settings(), card))
     assert cache_settings(window.separation_settings(), card)["refine_rules"] == refine.RULES_VERSION
-    monkeypatch.setattr(refine, "RULES_VERSION", refine.RULES_VERSION + 1)
+    monkeypatch.setattr("stemgui.gui.workers.RULES_VERSION", refine.RULES_VERSION + 1)
     assert cache_key("song", "model", cache_settings(window.separation_settings(), card)) != key
     panel.refine_combo.setCurrentIndex(panel.refine_combo.findData("off"))
     assert "refine_rules" not in cache_settings(window.separation_settings(), card)

@@ -33,6 +33,7 @@ from stemgui.gui.lane_file import is_mapped, lane_blocks, release_all
 from stemgui.gui.spectrogram import SpectrogramLayout, compute_columns
 from stemgui.gui.waveform import peak_envelope
 from stemgui.models.card import read_card
+from stemgui.refine import RULES_VERSION, resolve_mode
 from stemgui.separate import CancelToken, Progress, SeparationSettings, Separator, is_out_of_memory
 
 log = logging.getLogger(__name__)
@@ -169,8 +170,6 @@ def cache_settings(settings: SeparationSettings, card: dict | None = None) -> di
     d = settings.to_dict()
     keys = ("segment", "overlap", "shifts", "seed", "exact_sum", "transition_power", "refine")
     out = {k: d[k] for k in keys if k in d}
-    from stemgui.refine import RULES_VERSION, resolve_mode
-
     if card is not None:
         out["refine"] = resolve_mode(settings.refine, card, list(card.get("sources") or []))
     if out.get("refine", "off") != "off":
